@@ -1,0 +1,77 @@
+/*-------------------------------------------------------------------------
+ *
+ * connection.h
+ *	  pg_dtx's connections to participants: a per-backend cache keyed by
+ *	  (server, user), interruptible libpq I/O, remote error translation.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DTX_CONNECTION_H
+#define DTX_CONNECTION_H
+
+#include "foreign/foreign.h"
+#include "libpq-fe.h"
+#include "utils/timestamp.h"
+
+typedef struct DtxConnKey
+{
+	Oid			serverid;
+	Oid			userid;
+} DtxConnKey;
+
+/*
+ * One cached connection.  Entries live in a hash table in CacheMemoryContext
+ * and are never removed, so pointers to them stay valid for the life of the
+ * backend; a closed connection has conn == NULL.
+ */
+typedef struct DtxConn
+{
+	DtxConnKey	key;			/* hash key, must be first */
+	PGconn	   *conn;			/* NULL when not connected */
+	char		servername[NAMEDATALEN];
+	int			remote_pid;		/* participant backend's pid */
+
+	/*
+	 * Remote transaction nesting: 0 = no remote transaction, 1 = a remote
+	 * transaction is open, n > 1 = savepoints s2..sn are open, mirroring
+	 * local subtransaction levels.
+	 */
+	int			xact_depth;
+	bool		in_flight;		/* a command was sent and its results are
+								 * not all read: the state is unknown if we
+								 * got here by an ERROR */
+	bool		state_unknown;	/* the remote transaction can no longer be
+								 * trusted: refuse to commit, then discard */
+	bool		wrote;			/* remote transaction modified data (set by
+								 * the coordinator) */
+	bool		invalidated;	/* server or user mapping changed */
+	uint32		server_hashvalue;
+	uint32		mapping_hashvalue;
+} DtxConn;
+
+/* Cache */
+extern DtxConn *dtx_conn_get(ForeignServer *server, UserMapping *user);
+extern void dtx_conn_disconnect(DtxConn *c);
+extern HTAB *dtx_conn_hash(void);
+
+/* Interruptible I/O */
+extern void dtx_conn_send(DtxConn *c, const char *sql);
+extern bool dtx_conn_wait(DtxConn **conns, int n, TimestampTz deadline);
+extern PGresult *dtx_conn_get_result(DtxConn *c);
+extern PGresult *dtx_conn_collect(DtxConn *c, const char *sql);
+extern PGresult *dtx_conn_exec(DtxConn *c, const char *sql);
+extern void dtx_conn_open_temp(DtxConn *c, ForeignServer *server,
+							   UserMapping *user);
+extern void dtx_conn_exec_command(DtxConn *c, const char *sql);
+
+/* Abort paths: never ERROR, give up (and disconnect) at the deadline */
+extern bool dtx_conn_cancel_and_drain(DtxConn *c, TimestampTz deadline);
+extern bool dtx_conn_exec_quietly(DtxConn *c, const char *sql,
+								  TimestampTz deadline);
+extern TimestampTz dtx_cleanup_deadline(void);
+
+/* Errors */
+extern void dtx_report_remote_error(int elevel, DtxConn *c, PGresult *res,
+									const char *sql);
+
+#endif							/* DTX_CONNECTION_H */

@@ -1,0 +1,735 @@
+/*-------------------------------------------------------------------------
+ *
+ * coordinator.c
+ *	  Remote work inside the local transaction.
+ *
+ * This file owns the state of remote transactions: the first dtx.exec or
+ * dtx.query on a participant in a local transaction starts a remote
+ * transaction at the local isolation level (piggybacked on the same round
+ * trip as the user's SQL); local subtransactions are mirrored as remote
+ * savepoints s2, s3, ... so ROLLBACK TO SAVEPOINT undoes remote work too;
+ * and the transaction callbacks end every remote transaction with the local
+ * one: COMMIT at pre-commit (an ERROR there aborts the local transaction),
+ * ROLLBACK on abort (never an ERROR; a participant that does not answer is
+ * disconnected, which rolls it back).
+ *
+ * Remote SQL that ends the remote transaction itself (COMMIT, ROLLBACK in
+ * the text given to dtx.exec) is detected afterwards and refused: the
+ * local transaction aborts and the connection is discarded.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_foreign_server.h"
+#include "catalog/pg_type.h"
+#include "foreign/foreign.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/tuplestore.h"
+
+#include "connection.h"
+#include "coordinator.h"
+#include "option.h"
+#include "pg_dtx.h"
+
+PG_FUNCTION_INFO_V1(dtx_exec);
+PG_FUNCTION_INFO_V1(dtx_query);
+PG_FUNCTION_INFO_V1(dtx_connections);
+PG_FUNCTION_INFO_V1(dtx_disconnect);
+PG_FUNCTION_INFO_V1(dtx_probe);
+
+/*
+ * True once a remote transaction was started in the current local
+ * transaction; lets the callbacks return at once in transactions that
+ * never touched a participant.
+ */
+static bool coord_xact_active = false;
+
+/* Where rows of dtx.query go */
+typedef struct CoordQueryDest
+{
+	Tuplestorestate *tupstore;
+	TupleDesc	tupdesc;
+	AttInMetadata *attinmeta;
+} CoordQueryDest;
+
+static void
+coord_check_not_null(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+static const char *
+coord_isolation_sql(void)
+{
+	switch (XactIsoLevel)
+	{
+		case XACT_READ_UNCOMMITTED:
+		case XACT_READ_COMMITTED:
+			return "READ COMMITTED";
+		case XACT_REPEATABLE_READ:
+			return "REPEATABLE READ";
+		case XACT_SERIALIZABLE:
+			return "SERIALIZABLE";
+	}
+	return "READ COMMITTED";
+}
+
+/*
+ * coord_connect finds the participant, checks the caller may use it and
+ * returns its connection for the current user.
+ */
+static DtxConn *
+coord_connect(const char *servername)
+{
+	ForeignServer *server = dtx_get_participant(servername);
+	UserMapping *user = GetUserMapping(GetUserId(), server->serverid);
+	DtxConn    *c = dtx_conn_get(server, user);
+
+	if (c->state_unknown && c->xact_depth > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DTX_PARTICIPANT_STATE_UNKNOWN),
+				 errmsg("the state of participant \"%s\" is unknown in this transaction",
+						c->servername),
+				 errhint("Roll back the transaction.")));
+	return c;
+}
+
+/*
+ * coord_prepare_remote brings the remote transaction nesting up to the
+ * local one.  Returns the commands to send in front of the user's SQL when
+ * no remote transaction is open yet (START TRANSACTION and savepoints, one
+ * round trip for all), else "" after running any savepoints needed.
+ */
+static char *
+coord_prepare_remote(DtxConn *c, int curlevel)
+{
+	StringInfoData buf;
+	int			level;
+
+	initStringInfo(&buf);
+	if (c->xact_depth == 0)
+	{
+		appendStringInfo(&buf, "START TRANSACTION ISOLATION LEVEL %s%s%s; ",
+						 coord_isolation_sql(),
+						 XactReadOnly ? " READ ONLY" : "",
+						 XactDeferrable ? " DEFERRABLE" : "");
+		for (level = 2; level <= curlevel; level++)
+			appendStringInfo(&buf, "SAVEPOINT s%d; ", level);
+		return buf.data;
+	}
+
+	if (c->xact_depth < curlevel)
+	{
+		for (level = c->xact_depth + 1; level <= curlevel; level++)
+			appendStringInfo(&buf, "SAVEPOINT s%d; ", level);
+		dtx_conn_exec_command(c, buf.data);
+		c->xact_depth = curlevel;
+		resetStringInfo(&buf);
+	}
+	return buf.data;
+}
+
+/*
+ * coord_store_rows appends the rows of one result to dest, checking that
+ * their shape matches the column definition list.
+ */
+static void
+coord_store_rows(CoordQueryDest *dest, PGresult *res, DtxConn *c)
+{
+	int			nfields = PQnfields(res);
+	int			ntuples = PQntuples(res);
+	char	  **values;
+	int			row;
+
+	if (nfields != dest->tupdesc->natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("remote query result rowtype does not match the column definition list"),
+				 errdetail("The query on participant \"%s\" returned %d columns, the column definition list has %d.",
+						   c->servername, nfields, dest->tupdesc->natts)));
+	if (ntuples == 0)
+		return;
+
+	values = palloc(sizeof(char *) * nfields);
+	for (row = 0; row < ntuples; row++)
+	{
+		HeapTuple	tuple;
+		int			i;
+
+		for (i = 0; i < nfields; i++)
+			values[i] = PQgetisnull(res, row, i) ? NULL : PQgetvalue(res, row, i);
+		tuple = BuildTupleFromCStrings(dest->attinmeta, values);
+		tuplestore_puttuple(dest->tupstore, tuple);
+		heap_freetuple(tuple);
+	}
+	pfree(values);
+}
+
+/*
+ * coord_run runs user SQL on a participant inside the global transaction
+ * and returns the rows affected by its last statement.  With dest, the rows
+ * of every row-returning statement go there (read one at a time, so a big
+ * result is never held twice).
+ *
+ * On a remote error the remote error is raised here; the remote transaction
+ * (or savepoint) is left for the abort callbacks.  An ERROR while results
+ * are still arriving leaves the connection in_flight: the abort path
+ * cancels the remote command.
+ */
+static int64
+coord_run(DtxConn *c, const char *sql, CoordQueryDest *dest)
+{
+	int			curlevel = GetCurrentTransactionNestLevel();
+	bool		fresh = (c->xact_depth == 0);
+	char	   *prefix = coord_prepare_remote(c, curlevel);
+	char	   *full = *prefix ? psprintf("%s%s", prefix, sql) : (char *) sql;
+	PGresult   *volatile error = NULL;
+	PGresult   *volatile cur = NULL;
+	int64		rows = 0;
+	PGTransactionStatusType tstatus;
+
+	dtx_conn_send(c, full);
+	if (fresh)
+	{
+		/* from here on the remote may hold a transaction of ours */
+		c->xact_depth = curlevel;
+		coord_xact_active = true;
+	}
+	if (dest)
+		(void) PQsetSingleRowMode(c->conn);
+
+	PG_TRY();
+	{
+		while ((cur = dtx_conn_get_result(c)) != NULL)
+		{
+			ExecStatusType st = PQresultStatus(cur);
+
+			if (st == PGRES_FATAL_ERROR)
+			{
+				if (error == NULL)
+				{
+					error = cur;
+					cur = NULL;
+				}
+			}
+			else if (error == NULL && (st == PGRES_SINGLE_TUPLE ||
+									   st == PGRES_TUPLES_OK))
+			{
+				if (dest)
+					coord_store_rows(dest, cur, c);
+				if (st == PGRES_TUPLES_OK)
+				{
+					char	   *n = PQcmdTuples(cur);
+
+					rows = *n ? strtoi64(n, NULL, 10) : 0;
+				}
+			}
+			else if (error == NULL && st == PGRES_COMMAND_OK)
+			{
+				char	   *n = PQcmdTuples(cur);
+
+				rows = *n ? strtoi64(n, NULL, 10) : 0;
+			}
+			PQclear(cur);
+			cur = NULL;
+		}
+	}
+	PG_CATCH();
+	{
+		PQclear(cur);
+		PQclear(error);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (c->conn == NULL || PQstatus(c->conn) != CONNECTION_OK)
+	{
+		c->state_unknown = true;
+		dtx_report_remote_error(ERROR, c, error, full);
+	}
+
+	tstatus = PQtransactionStatus(c->conn);
+	if (error != NULL)
+	{
+		/*
+		 * Nothing ran if the text did not parse: then a fresh remote
+		 * transaction was never started.
+		 */
+		if (fresh && tstatus == PQTRANS_IDLE)
+			c->xact_depth = 0;
+		else if (tstatus != PQTRANS_INERROR)
+			c->state_unknown = true;
+		dtx_report_remote_error(ERROR, c, error, sql);
+	}
+	if (tstatus != PQTRANS_INTRANS)
+	{
+		c->state_unknown = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_DTX_PARTICIPANT_STATE_UNKNOWN),
+				 errmsg("the command ended the remote transaction on participant \"%s\"",
+						c->servername),
+				 errdetail("The remote work of this transaction may have been committed or rolled back on its own."),
+				 errhint("Do not send transaction control commands through pg_dtx: participants commit and roll back with the local transaction.")));
+	}
+	if (full != sql)
+		pfree(full);
+	pfree(prefix);
+	return rows;
+}
+
+/*
+ * dtx.exec(server name, sql text) returns bigint: run a command on the
+ * participant inside the current global transaction; rows affected by its
+ * last statement.
+ */
+Datum
+dtx_exec(PG_FUNCTION_ARGS)
+{
+	DtxConn    *c;
+	char	   *sql;
+
+	coord_check_not_null(fcinfo, 0, "server");
+	coord_check_not_null(fcinfo, 1, "sql");
+	sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	c = coord_connect(NameStr(*PG_GETARG_NAME(0)));
+	c->wrote = true;
+	PG_RETURN_INT64(coord_run(c, sql, NULL));
+}
+
+/*
+ * dtx.query(server name, sql text) returns setof record: run a query on
+ * the participant inside the current global transaction and return its
+ * rows, typed by the column definition list at the call site.
+ */
+Datum
+dtx_query(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	CoordQueryDest dest;
+	DtxConn    *c;
+	char	   *sql;
+
+	coord_check_not_null(fcinfo, 0, "server");
+	coord_check_not_null(fcinfo, 1, "sql");
+	sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		rsinfo->expectedDesc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("dtx.query must be called in FROM with a column definition list"),
+				 errhint("For example: SELECT * FROM dtx.query('server', 'SELECT 1') AS t(x int).")));
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	dest.tupstore = rsinfo->setResult;
+	dest.tupdesc = rsinfo->setDesc;
+	dest.attinmeta = TupleDescGetAttInMetadata(rsinfo->setDesc);
+
+	c = coord_connect(NameStr(*PG_GETARG_NAME(0)));
+	(void) coord_run(c, sql, &dest);
+	return (Datum) 0;
+}
+
+/*
+ * coord_participants returns the connections that have a remote
+ * transaction open, in an array palloc'd in the current context.
+ */
+static DtxConn **
+coord_participants(int *n)
+{
+	HASH_SEQ_STATUS scan;
+	DtxConn    *c;
+	DtxConn   **arr;
+	int			count = 0;
+
+	arr = palloc(sizeof(DtxConn *) * hash_get_num_entries(dtx_conn_hash()));
+	hash_seq_init(&scan, dtx_conn_hash());
+	while ((c = (DtxConn *) hash_seq_search(&scan)))
+	{
+		if (c->xact_depth > 0)
+			arr[count++] = c;
+	}
+	*n = count;
+	return arr;
+}
+
+/*
+ * coord_pre_commit commits every remote transaction, all participants in
+ * parallel.  Runs at XACT_EVENT_PRE_COMMIT, where an ERROR aborts the local
+ * transaction (and with it the participants not yet committed).
+ */
+static void
+coord_pre_commit(void)
+{
+	int			n;
+	DtxConn   **parts = coord_participants(&n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (parts[i]->state_unknown || parts[i]->conn == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_DTX_PARTICIPANT_STATE_UNKNOWN),
+					 errmsg("cannot commit: the state of participant \"%s\" is unknown",
+							parts[i]->servername),
+					 errdetail("The connection was lost or a remote command could not be undone.")));
+	}
+
+	for (i = 0; i < n; i++)
+		dtx_conn_send(parts[i], "COMMIT");
+	(void) dtx_conn_wait(parts, n, 0);
+
+	for (i = 0; i < n; i++)
+	{
+		DtxConn    *c = parts[i];
+		PGresult   *res = dtx_conn_collect(c, "COMMIT");
+
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			dtx_report_remote_error(ERROR, c, res, "COMMIT");
+		if (strcmp(PQcmdStatus(res), "COMMIT") != 0)
+		{
+			PQclear(res);
+			c->xact_depth = 0;
+			ereport(ERROR,
+					(errcode(ERRCODE_TRANSACTION_ROLLBACK),
+					 errmsg("participant \"%s\" rolled back its transaction",
+							c->servername),
+					 errdetail("The remote transaction had failed earlier.")));
+		}
+		PQclear(res);
+		c->xact_depth = 0;
+	}
+	pfree(parts);
+}
+
+/*
+ * coord_end_xact forgets the remote transactions once the local one ended.
+ * On abort, each participant still in a transaction is rolled back: a
+ * command in flight is cancelled first, and a participant that does not
+ * answer by dtx.cancel_timeout is disconnected (which rolls it back too).
+ * A connection whose state is unknown is closed.  Never ERRORs.
+ */
+static void
+coord_end_xact(bool abort)
+{
+	HASH_SEQ_STATUS scan;
+	DtxConn    *c;
+	TimestampTz deadline = 0;
+
+	hash_seq_init(&scan, dtx_conn_hash());
+	while ((c = (DtxConn *) hash_seq_search(&scan)))
+	{
+		if (c->conn != NULL && (c->xact_depth > 0 || c->in_flight))
+		{
+			if (!abort)
+				c->state_unknown = true;	/* cannot happen: left open */
+			else if (c->in_flight ||
+					 PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+			{
+				if (deadline == 0)
+					deadline = dtx_cleanup_deadline();
+				if (!dtx_conn_exec_quietly(c, "ROLLBACK", deadline))
+					c->state_unknown = true;
+			}
+		}
+		if (c->state_unknown)
+			dtx_conn_disconnect(c);
+		c->xact_depth = 0;
+		c->in_flight = false;
+		c->state_unknown = false;
+		c->wrote = false;
+	}
+	coord_xact_active = false;
+}
+
+/*
+ * dtx_xact_callback ends remote transactions with the local one.  Fallible
+ * work happens at PRE_COMMIT only; COMMIT and ABORT never ERROR.
+ */
+void
+dtx_xact_callback(XactEvent event, void *arg)
+{
+	if (!coord_xact_active)
+		return;
+
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+			coord_pre_commit();
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			{
+				int			n;
+
+				pfree(coord_participants(&n));
+				if (n > 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+							 errmsg("cannot PREPARE a transaction that has pg_dtx participants"),
+							 errhint("pg_dtx commits participants together with the local transaction; use COMMIT.")));
+				break;
+			}
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			coord_end_xact(false);
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			coord_end_xact(true);
+			break;
+	}
+}
+
+/*
+ * dtx_subxact_callback mirrors the end of a local subtransaction on every
+ * participant that holds the matching savepoint: RELEASE SAVEPOINT when it
+ * commits, ROLLBACK TO SAVEPOINT when it aborts.  If a rollback to a
+ * savepoint fails, the remote transaction holds work that the local one
+ * rolled back: it is marked state_unknown and the top-level commit is
+ * refused.
+ */
+void
+dtx_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					 SubTransactionId parentSubid, void *arg)
+{
+	HASH_SEQ_STATUS scan;
+	DtxConn    *c;
+	int			curlevel;
+	TimestampTz deadline = 0;
+
+	if (!coord_xact_active)
+		return;
+	if (event != SUBXACT_EVENT_PRE_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+
+	curlevel = GetCurrentTransactionNestLevel();
+	hash_seq_init(&scan, dtx_conn_hash());
+	while ((c = (DtxConn *) hash_seq_search(&scan)))
+	{
+		char		sql[96];
+
+		if (c->xact_depth < curlevel)
+			continue;
+
+		if (!c->state_unknown && c->conn != NULL)
+		{
+			if (event == SUBXACT_EVENT_PRE_COMMIT_SUB)
+			{
+				snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT s%d", curlevel);
+				dtx_conn_exec_command(c, sql);
+			}
+			else
+			{
+				snprintf(sql, sizeof(sql),
+						 "ROLLBACK TO SAVEPOINT s%d; RELEASE SAVEPOINT s%d",
+						 curlevel, curlevel);
+				if (deadline == 0)
+					deadline = dtx_cleanup_deadline();
+				if (!dtx_conn_exec_quietly(c, sql, deadline))
+					c->state_unknown = true;
+			}
+		}
+		c->xact_depth = curlevel - 1;
+	}
+}
+
+/*
+ * dtx.connections() returns this backend's cached connections: server oid
+ * and name, user oid, remote backend pid, whether a remote transaction is
+ * open and its savepoint depth.  Backs the dtx.participants view.
+ */
+Datum
+dtx_connections(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS scan;
+	DtxConn    *c;
+
+	InitMaterializedSRF(fcinfo, 0);
+	hash_seq_init(&scan, dtx_conn_hash());
+	while ((c = (DtxConn *) hash_seq_search(&scan)))
+	{
+		Datum		values[6];
+		bool		nulls[6] = {0};
+
+		if (c->conn == NULL)
+			continue;
+		values[0] = ObjectIdGetDatum(c->key.serverid);
+		values[1] = CStringGetTextDatum(c->servername);
+		values[2] = ObjectIdGetDatum(c->key.userid);
+		values[3] = Int32GetDatum(c->remote_pid);
+		values[4] = BoolGetDatum(c->xact_depth > 0);
+		values[5] = BoolGetDatum(PQstatus(c->conn) == CONNECTION_OK &&
+								 !c->state_unknown);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * dtx.disconnect(server name default null) returns int: closes this
+ * backend's idle connections to the server (or to all servers); returns how
+ * many it closed.  A connection in use by the current transaction is left
+ * open, with a WARNING.
+ */
+Datum
+dtx_disconnect(PG_FUNCTION_ARGS)
+{
+	HASH_SEQ_STATUS scan;
+	DtxConn    *c;
+	Oid			serverid = InvalidOid;
+	int			closed = 0;
+
+	if (!PG_ARGISNULL(0))
+		serverid = GetForeignServerByName(NameStr(*PG_GETARG_NAME(0)),
+										  false)->serverid;
+
+	hash_seq_init(&scan, dtx_conn_hash());
+	while ((c = (DtxConn *) hash_seq_search(&scan)))
+	{
+		if (c->conn == NULL)
+			continue;
+		if (OidIsValid(serverid) && c->key.serverid != serverid)
+			continue;
+		if (c->xact_depth > 0)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("cannot close the connection to participant \"%s\": it is used by the current transaction",
+							c->servername)));
+			continue;
+		}
+		dtx_conn_disconnect(c);
+		closed++;
+	}
+	PG_RETURN_INT32(closed);
+}
+
+/*
+ * coord_probe_one connects to one server on a fresh connection (not the
+ * cached one, so no transaction is touched) and reads its
+ * max_prepared_transactions and version.  Errors are caught and returned
+ * as text.
+ */
+static void
+coord_probe_one(ForeignServer *server, Datum *values, bool *nulls)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	DtxConn		tmp;
+
+	memset(&tmp, 0, sizeof(tmp));
+	strlcpy(tmp.servername, server->servername, NAMEDATALEN);
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		UserMapping *user;
+		PGresult   *res;
+
+		dtx_check_participant_wrapper(server);
+		user = GetUserMapping(GetUserId(), server->serverid);
+		dtx_conn_open_temp(&tmp, server, user);
+		res = dtx_conn_exec(&tmp,
+							"SELECT current_setting('max_prepared_transactions')::int, current_setting('server_version')");
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			dtx_report_remote_error(ERROR, &tmp, res, NULL);
+		values[1] = BoolGetDatum(true);
+		values[2] = Int32GetDatum(atoi(PQgetvalue(res, 0, 0)));
+		values[3] = CStringGetTextDatum(PQgetvalue(res, 0, 1));
+		nulls[4] = true;
+		PQclear(res);
+		dtx_conn_disconnect(&tmp);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		dtx_conn_disconnect(&tmp);
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+
+		values[1] = BoolGetDatum(false);
+		nulls[2] = nulls[3] = true;
+		values[4] = CStringGetTextDatum(edata->detail
+										? psprintf("%s: %s", edata->message, edata->detail)
+										: edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * dtx.probe(server name default null) returns table (server, reachable,
+ * max_prepared_transactions, server_version, error): connects to each
+ * participant (or the one named) as the current user and reports whether
+ * it answers and whether it can take part in two-phase commit.
+ */
+Datum
+dtx_probe(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	List	   *servers = NIL;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (!PG_ARGISNULL(0))
+		servers = list_make1(GetForeignServerByName(NameStr(*PG_GETARG_NAME(0)), false));
+	else
+	{
+		Relation	rel = table_open(ForeignServerRelationId, AccessShareLock);
+		TableScanDesc scan = table_beginscan_catalog(rel, 0, NULL);
+		HeapTuple	tup;
+
+		while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		{
+			Form_pg_foreign_server form = (Form_pg_foreign_server) GETSTRUCT(tup);
+			ForeignDataWrapper *fdw = GetForeignDataWrapper(form->srvfdw);
+
+			if (strcmp(fdw->fdwname, "pg_dtx") == 0 ||
+				strcmp(fdw->fdwname, "postgres_fdw") == 0)
+				servers = lappend(servers, GetForeignServer(form->oid));
+		}
+		table_endscan(scan);
+		table_close(rel, AccessShareLock);
+	}
+
+	foreach(lc, servers)
+	{
+		ForeignServer *server = lfirst(lc);
+		Datum		values[5];
+		bool		nulls[5] = {0};
+
+		values[0] = CStringGetTextDatum(server->servername);
+		coord_probe_one(server, values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

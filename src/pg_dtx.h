@@ -1,0 +1,29 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_dtx.h
+ *	  Declarations shared by every pg_dtx subsystem: settings (GUCs) and
+ *	  pg_dtx's own SQLSTATEs (class DX).
+ *
+ * Each subsystem has its own header for what it exports; this one holds
+ * only what all of them need.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_DTX_H
+#define PG_DTX_H
+
+#include "utils/elog.h"
+
+/*
+ * pg_dtx's own error conditions, SQLSTATE class DX.  The README lists them;
+ * keep the two in step.
+ */
+#define ERRCODE_DTX_PARTICIPANT_UNAVAILABLE		MAKE_SQLSTATE('D','X','0','0','1')
+#define ERRCODE_DTX_PARTICIPANT_NO_2PC			MAKE_SQLSTATE('D','X','0','0','2')
+#define ERRCODE_DTX_PARTICIPANT_STATE_UNKNOWN	MAKE_SQLSTATE('D','X','0','0','3')
+
+/* Settings (defined in pg_dtx.c) */
+extern int	dtx_connect_timeout;	/* seconds */
+extern int	dtx_cancel_timeout;		/* milliseconds */
+
+#endif							/* PG_DTX_H */
