@@ -738,24 +738,30 @@ dtx_report_remote_error(int elevel, DtxConn *c, PGresult *res, const char *sql)
 	else
 		code = ERRCODE_DTX_PARTICIPANT_UNAVAILABLE;
 
+	if (c->conn == NULL || PQstatus(c->conn) != CONNECTION_OK)
+	{
+		/*
+		 * The participant is gone (it may have said why, e.g. "terminating
+		 * connection due to administrator command"): DX001 for the caller,
+		 * with the remote's last words as detail.
+		 */
+		const char *why = primary;
+
+		if (why == NULL && c->conn != NULL && *PQerrorMessage(c->conn))
+			why = pchomp(PQerrorMessage(c->conn));
+		c->state_unknown = true;
+		ereport(elevel,
+				(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
+				 errmsg("lost connection to participant \"%s\"", c->servername),
+				 why ? errdetail_internal("%s", why) : 0,
+				 sql ? errcontext("remote SQL command: %s", sql) : 0));
+		return;
+	}
 	if (primary == NULL)
 	{
-		const char *connmsg = c->conn ? PQerrorMessage(c->conn) : NULL;
+		const char *connmsg = PQerrorMessage(c->conn);
 
-		if (c->conn == NULL || PQstatus(c->conn) != CONNECTION_OK)
-		{
-			code = ERRCODE_DTX_PARTICIPANT_UNAVAILABLE;
-			c->state_unknown = true;
-			ereport(elevel,
-					(errcode(code),
-					 errmsg("lost connection to participant \"%s\"",
-							c->servername),
-					 connmsg && *connmsg ? errdetail_internal("%s", pchomp(connmsg)) : 0,
-					 sql ? errcontext("remote SQL command: %s", sql) : 0));
-			return;
-		}
-		primary = connmsg && *connmsg ? pchomp(connmsg)
-			: pstrdup("unknown error");
+		primary = *connmsg ? pchomp(connmsg) : pstrdup("unknown error");
 	}
 
 	ereport(elevel,
