@@ -29,6 +29,8 @@
  */
 #include "postgres.h"
 
+#include <poll.h>
+
 #include "access/xact.h"
 #include "catalog/pg_user_mapping.h"
 #include "commands/defrem.h"
@@ -114,6 +116,30 @@ dtx_conn_inval_callback(Datum arg, int cacheid, uint32 hashvalue)
  * connection lost in the middle of a transaction is not silently replaced:
  * that is an ERROR (DX001), since the remote work done so far is gone.
  */
+/*
+ * dtx_conn_check_idle reads, without blocking, whatever an idle connection
+ * received: a FATAL message and end of file after the participant
+ * restarted or terminated our backend.  libpq then reports CONNECTION_BAD.
+ */
+static void
+dtx_conn_check_idle(DtxConn *c)
+{
+	int			i;
+
+	for (i = 0; i < 8 && PQstatus(c->conn) == CONNECTION_OK; i++)
+	{
+		struct pollfd pfd;
+
+		pfd.fd = PQsocket(c->conn);
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		if (pfd.fd < 0 || poll(&pfd, 1, 0) <= 0)
+			break;
+		if (!PQconsumeInput(c->conn))
+			break;
+	}
+}
+
 DtxConn *
 dtx_conn_get(ForeignServer *server, UserMapping *user)
 {
@@ -133,6 +159,15 @@ dtx_conn_get(ForeignServer *server, UserMapping *user)
 		c->wrote = false;
 		c->invalidated = false;
 	}
+
+	/*
+	 * Between transactions, a participant that restarted or terminated our
+	 * backend has closed the socket (maybe after a FATAL message): read what
+	 * is there, without waiting, so that libpq notices and we reconnect
+	 * instead of failing the first command of the next transaction.
+	 */
+	if (c->conn != NULL && c->xact_depth == 0)
+		dtx_conn_check_idle(c);
 
 	if (c->conn != NULL && c->xact_depth == 0 &&
 		(c->invalidated ||

@@ -139,6 +139,12 @@ like(bg_error($bg, q{SELECT dtx.exec('pa', 'INSERT INTO t VALUES (5)')}), qr/los
 bg_error($bg, q{COMMIT});
 is($pa->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id IN (4, 5)'), '0', 'participant restarted mid-transaction: nothing committed');
 is($bg->query_safe(q{SELECT dtx.exec('pa', 'SELECT 1')}), '1', 'and the next transaction reconnects');
+
+# a participant restarted between two transactions: the cached connection
+# is dead, and the next transaction reconnects without an error
+$pa->restart;
+is($bg->query_safe(q{SELECT dtx.exec('pa', 'INSERT INTO t VALUES (6)')}), '1', 'participant restarted between transactions: no error, reconnected');
+is($pa->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 6'), '1', 'participant restarted between transactions: the write committed');
 $bg->quit;
 
 # ---------------------------------------------------------------------

@@ -1,0 +1,68 @@
+-- demo/demo.sql — run by demo/run-demo on the coordinator, with psql
+-- variables :a_port and :b_port (participants a and b on 127.0.0.1).
+\pset footer off
+\set VERBOSITY default
+
+\echo '-- 1. Install pg_dtx and declare the two participant databases as foreign servers.'
+CREATE EXTENSION pg_dtx;
+CREATE SERVER bank_a FOREIGN DATA WRAPPER pg_dtx
+    OPTIONS (host '127.0.0.1', port :'a_port', dbname 'postgres');
+CREATE SERVER bank_b FOREIGN DATA WRAPPER pg_dtx
+    OPTIONS (host '127.0.0.1', port :'b_port', dbname 'postgres');
+CREATE USER MAPPING FOR CURRENT_USER SERVER bank_a OPTIONS (user 'postgres');
+CREATE USER MAPPING FOR CURRENT_USER SERVER bank_b OPTIONS (user 'postgres');
+SELECT server, reachable, max_prepared_transactions, server_version FROM dtx.probe();
+
+\echo
+\echo '-- 2. A transfer across two databases inside one local transaction: both sides commit with it.'
+BEGIN;
+SELECT dtx.exec('bank_a', 'UPDATE accounts SET balance = balance - 30 WHERE id = 1') AS rows_a;
+SELECT dtx.exec('bank_b', 'UPDATE accounts SET balance = balance + 30 WHERE id = 1') AS rows_b;
+SELECT server, connected, in_transaction FROM dtx.participants;
+COMMIT;
+SELECT 'a' AS db, * FROM dtx.query('bank_a', 'SELECT id, owner, balance FROM accounts ORDER BY id')
+         AS t(id int, owner text, balance numeric)
+UNION ALL
+SELECT 'b', * FROM dtx.query('bank_b', 'SELECT id, owner, balance FROM accounts ORDER BY id')
+         AS t(id int, owner text, balance numeric);
+
+\echo
+\echo '-- 3. The local transaction rolls back: the remote work is rolled back too.'
+BEGIN;
+SELECT dtx.exec('bank_a', 'UPDATE accounts SET balance = 0 WHERE id = 2') AS rows_a;
+SELECT dtx.exec('bank_b', 'DELETE FROM accounts') AS rows_b;
+ROLLBACK;
+SELECT (SELECT sum(balance) FROM dtx.query('bank_a', 'SELECT balance FROM accounts') AS t(balance numeric)) AS total_a,
+       (SELECT count(*)     FROM dtx.query('bank_b', 'SELECT 1 FROM accounts') AS t(x int)) AS accounts_b;
+
+\echo
+\echo '-- 4. ROLLBACK TO SAVEPOINT undoes the remote work done since the savepoint.'
+BEGIN;
+SELECT dtx.exec('bank_a', $$INSERT INTO accounts VALUES (3, 'carol@a', 10)$$) AS kept;
+SAVEPOINT before_mistake;
+SELECT dtx.exec('bank_a', $$INSERT INTO accounts VALUES (4, 'mallory@a', 1000000)$$) AS undone;
+ROLLBACK TO SAVEPOINT before_mistake;
+COMMIT;
+SELECT * FROM dtx.query('bank_a', 'SELECT id, owner FROM accounts WHERE id > 2 ORDER BY id') AS t(id int, owner text);
+
+\echo
+\echo '-- 5. A remote error arrives with its own SQLSTATE and the remote SQL, and aborts the transaction.'
+\set ON_ERROR_STOP off
+\set VERBOSITY verbose
+BEGIN;
+SELECT dtx.exec('bank_a', 'UPDATE accounts SET balance = balance + 50 WHERE id = 2');
+SELECT dtx.exec('bank_b', 'UPDATE accounts SET balance = balance - 500 WHERE id = 2');
+COMMIT;
+\set VERBOSITY default
+\set ON_ERROR_STOP on
+SELECT * FROM dtx.query('bank_a', 'SELECT id, balance FROM accounts WHERE id = 2') AS t(id int, balance numeric);
+
+\echo
+\echo '-- 6. A participant that is down: the error is DX001 (participant_unavailable).'
+\! pg_ctl -D "$DEMO_B_DATA" stop -m immediate >/dev/null
+\set ON_ERROR_STOP off
+\set VERBOSITY verbose
+SELECT dtx.exec('bank_b', 'SELECT 1');
+\set VERBOSITY default
+\set ON_ERROR_STOP on
+SELECT server, reachable, error IS NOT NULL AS has_error FROM dtx.probe();
