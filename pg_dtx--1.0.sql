@@ -91,3 +91,91 @@ COMMENT ON VIEW dtx.participants IS
 
 GRANT USAGE ON SCHEMA dtx TO PUBLIC;
 GRANT SELECT ON dtx.participants TO PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Atomic commit: decisions, in-doubt transactions, recovery, counters
+-- ---------------------------------------------------------------------
+
+-- One row per global transaction that prepared on its participants,
+-- inserted in the coordinator's local transaction: it exists if and only
+-- if the global transaction committed.  The recovery worker deletes rows
+-- once no participant holds their prepared transactions.
+CREATE TABLE dtx.decisions (
+    fxid         xid8        PRIMARY KEY,
+    participants oid[]       NOT NULL,
+    decided_at   timestamptz NOT NULL
+);
+REVOKE ALL ON dtx.decisions FROM PUBLIC;
+
+COMMENT ON TABLE dtx.decisions IS
+  'commit decisions of global transactions still being finished (coordinator full xid, participant servers)';
+
+CREATE FUNCTION dtx.in_doubt_list(
+    OUT server text, OUT gid text, OUT prepared_at timestamptz,
+    OUT coordinator_xid xid8, OUT decision text, OUT owner text,
+    OUT action text, OUT error text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'dtx_in_doubt_list'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE VIEW dtx.in_doubt AS
+SELECT server, gid, prepared_at, now() - prepared_at AS age,
+       coordinator_xid, decision, owner, error
+  FROM dtx.in_doubt_list();
+
+COMMENT ON VIEW dtx.in_doubt IS
+  'prepared transactions of this database on every participant, with the decision recovery applies; error = participant unreachable';
+
+CREATE FUNCTION dtx.recover(server name DEFAULT NULL)
+RETURNS TABLE (server text, gid text, prepared_at timestamptz,
+               coordinator_xid xid8, decision text, owner text,
+               action text, error text)
+AS 'MODULE_PATHNAME', 'dtx_recover'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION dtx.recover(name) IS
+  'resolve in-doubt transactions now (one participant or all); returns what it did';
+
+CREATE FUNCTION dtx.xa_recover(server name)
+RETURNS TABLE (gid text, prepared_at timestamptz, owner text, ours boolean,
+               coordinator_xid xid8, decision text)
+AS 'MODULE_PATHNAME', 'dtx_xa_recover'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION dtx.xa_recover(name) IS
+  'every prepared transaction in the participant database; for ours, the recorded decision';
+
+CREATE FUNCTION dtx.xa_commit(server name, gid text, force boolean DEFAULT false)
+RETURNS text
+AS 'MODULE_PATHNAME', 'dtx_xa_commit'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION dtx.xa_rollback(server name, gid text, force boolean DEFAULT false)
+RETURNS text
+AS 'MODULE_PATHNAME', 'dtx_xa_rollback'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION dtx.xa_commit(name, text, boolean) IS
+  'COMMIT PREPARED one of our GIDs by hand; refused if the recorded decision is abort, unless forced; logged';
+COMMENT ON FUNCTION dtx.xa_rollback(name, text, boolean) IS
+  'ROLLBACK PREPARED one of our GIDs by hand; refused if the recorded decision is commit, unless forced; logged';
+
+CREATE FUNCTION dtx.stats(
+    OUT one_phase_commits bigint, OUT prepared bigint, OUT committed bigint,
+    OUT aborted bigint, OUT phase2_failures bigint,
+    OUT recovered_commits bigint, OUT recovered_aborts bigint,
+    OUT decisions_deleted bigint)
+AS 'MODULE_PATHNAME', 'dtx_stats'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+CREATE VIEW dtx.stats AS SELECT * FROM dtx.stats();
+
+COMMENT ON VIEW dtx.stats IS
+  'cluster-wide counters of global transactions since the server started';
+
+-- Resolution and the in-doubt list connect with other users' mappings:
+-- administrators only, unless granted.
+REVOKE ALL ON FUNCTION dtx.in_doubt_list(), dtx.recover(name),
+    dtx.xa_recover(name), dtx.xa_commit(name, text, boolean),
+    dtx.xa_rollback(name, text, boolean) FROM PUBLIC;
+GRANT SELECT ON dtx.stats TO PUBLIC;

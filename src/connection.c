@@ -156,8 +156,11 @@ dtx_conn_get(ForeignServer *server, UserMapping *user)
 		c->xact_depth = 0;
 		c->in_flight = false;
 		c->state_unknown = false;
-		c->wrote = false;
 		c->invalidated = false;
+		c->remote_wrote = false;
+		c->prepared = false;
+		c->gid[0] = '\0';
+		c->max_prepared_xacts = -1;
 	}
 
 	/*
@@ -197,8 +200,11 @@ dtx_conn_get(ForeignServer *server, UserMapping *user)
 		c->xact_depth = 0;
 		c->in_flight = false;
 		c->state_unknown = false;
-		c->wrote = false;
 		c->invalidated = false;
+		c->remote_wrote = false;
+		c->prepared = false;
+		c->gid[0] = '\0';
+		c->max_prepared_xacts = -1;
 		c->server_hashvalue =
 			GetSysCacheHashValue1(FOREIGNSERVEROID,
 								  ObjectIdGetDatum(server->serverid));
@@ -207,7 +213,16 @@ dtx_conn_get(ForeignServer *server, UserMapping *user)
 								  ObjectIdGetDatum(user->umid));
 		c->conn = dtx_connect(server, user);
 		c->remote_pid = PQbackendPID(c->conn);
-		dtx_conn_exec_command(c, DTX_SESSION_SETUP_SQL);
+		{
+			PGresult   *res;
+
+			res = dtx_conn_exec(c, DTX_SESSION_SETUP_SQL "; "
+								"SELECT current_setting('max_prepared_transactions')");
+			if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+				dtx_report_remote_error(ERROR, c, res, DTX_SESSION_SETUP_SQL);
+			c->max_prepared_xacts = atoi(PQgetvalue(res, 0, 0));
+			PQclear(res);
+		}
 	}
 	return c;
 }
@@ -807,4 +822,86 @@ dtx_report_remote_error(int elevel, DtxConn *c, PGresult *res, const char *sql)
 			 context ? errcontext("%s", context) : 0,
 			 errcontext("participant \"%s\"", c->servername),
 			 sql ? errcontext("remote SQL command: %s", sql) : 0));
+}
+
+/*
+ * dtx_conn_run_quietly_all sends sqls[i] on conns[i] (a command in flight
+ * is cancelled first), all at once, and waits for every answer until
+ * deadline.  out[i] tells what happened.  Never ERRORs: for the abort and
+ * post-commit paths, where interrupts are held.  A connection that does not
+ * answer in time, or breaks, is closed (its remote transaction, if any, is
+ * then rolled back by the participant).
+ */
+void
+dtx_conn_run_quietly_all(DtxConn **conns, char **sqls, int n,
+						 TimestampTz deadline, DtxQuietResult *out)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		DtxConn    *c = conns[i];
+
+		out[i].ok = false;
+		out[i].lost = true;
+		out[i].sqlstate[0] = '\0';
+		out[i].message = NULL;
+		if (!dtx_conn_cancel_and_drain(c, deadline))
+			continue;
+		c->in_flight = true;
+		if (!PQsendQuery(c->conn, sqls[i]))
+		{
+			out[i].message = pchomp(PQerrorMessage(c->conn));
+			dtx_conn_disconnect(c);
+			continue;
+		}
+		out[i].lost = false;
+	}
+
+	(void) dtx_conn_wait(conns, n, deadline);
+
+	for (i = 0; i < n; i++)
+	{
+		DtxConn    *c = conns[i];
+		PGresult   *res;
+
+		if (out[i].lost || c->conn == NULL)
+		{
+			out[i].lost = true;
+			continue;
+		}
+		if (PQstatus(c->conn) != CONNECTION_OK || PQisBusy(c->conn))
+		{
+			out[i].lost = true;
+			out[i].message = pchomp(PQerrorMessage(c->conn));
+			dtx_conn_disconnect(c);
+			continue;
+		}
+		out[i].ok = true;
+		while ((res = PQgetResult(c->conn)) != NULL)
+		{
+			ExecStatusType st = PQresultStatus(res);
+
+			if (st == PGRES_FATAL_ERROR && out[i].ok)
+			{
+				const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+				out[i].ok = false;
+				strlcpy(out[i].sqlstate, code ? code : "", sizeof(out[i].sqlstate));
+				out[i].message = pchomp(PQresultErrorMessage(res));
+			}
+			PQclear(res);
+			if (PQisBusy(c->conn))
+				break;			/* cannot happen: the wait above saw it idle */
+		}
+		c->in_flight = PQisBusy(c->conn);
+		if (PQstatus(c->conn) != CONNECTION_OK || c->in_flight)
+		{
+			if (out[i].ok || out[i].message == NULL)
+				out[i].message = pchomp(PQerrorMessage(c->conn));
+			out[i].ok = false;
+			out[i].lost = true;
+			dtx_conn_disconnect(c);
+		}
+	}
 }

@@ -11,6 +11,7 @@
 
 #include "foreign/foreign.h"
 #include "libpq-fe.h"
+#include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
 typedef struct DtxConnKey
@@ -42,9 +43,13 @@ typedef struct DtxConn
 								 * got here by an ERROR */
 	bool		state_unknown;	/* the remote transaction can no longer be
 								 * trusted: refuse to commit, then discard */
-	bool		wrote;			/* remote transaction modified data (set by
-								 * the coordinator) */
 	bool		invalidated;	/* server or user mapping changed */
+	int			max_prepared_xacts; /* participant's max_prepared_transactions */
+	bool		remote_wrote;	/* remote transaction has an xid (learnt at
+								 * pre-commit) */
+	char		gid[64];		/* PREPARE TRANSACTION sent with this GID
+								 * ("" = none) */
+	bool		prepared;		/* ... and the participant confirmed it */
 	uint32		server_hashvalue;
 	uint32		mapping_hashvalue;
 } DtxConn;
@@ -69,6 +74,19 @@ extern bool dtx_conn_cancel_and_drain(DtxConn *c, TimestampTz deadline);
 extern bool dtx_conn_exec_quietly(DtxConn *c, const char *sql,
 								  TimestampTz deadline);
 extern TimestampTz dtx_cleanup_deadline(void);
+
+/* Outcome of one command of dtx_conn_run_quietly_all */
+typedef struct DtxQuietResult
+{
+	bool		ok;				/* the command succeeded */
+	bool		lost;			/* no answer: connection lost or deadline */
+	char		sqlstate[6];	/* remote error code, "" if none */
+	char	   *message;		/* error text (palloc'd), NULL if ok */
+} DtxQuietResult;
+
+extern void dtx_conn_run_quietly_all(DtxConn **conns, char **sqls, int n,
+									 TimestampTz deadline,
+									 DtxQuietResult *out);
 
 /* Errors */
 extern void dtx_report_remote_error(int elevel, DtxConn *c, PGresult *res,

@@ -42,6 +42,7 @@
 #include "coordinator.h"
 #include "option.h"
 #include "pg_dtx.h"
+#include "twophase.h"
 
 PG_FUNCTION_INFO_V1(dtx_exec);
 PG_FUNCTION_INFO_V1(dtx_query);
@@ -307,7 +308,6 @@ dtx_exec(PG_FUNCTION_ARGS)
 	coord_check_not_null(fcinfo, 1, "sql");
 	sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	c = coord_connect(NameStr(*PG_GETARG_NAME(0)));
-	c->wrote = true;
 	PG_RETURN_INT64(coord_run(c, sql, NULL));
 }
 
@@ -369,9 +369,10 @@ coord_participants(int *n)
 }
 
 /*
- * coord_pre_commit commits every remote transaction, all participants in
- * parallel.  Runs at XACT_EVENT_PRE_COMMIT, where an ERROR aborts the local
- * transaction (and with it the participants not yet committed).
+ * coord_pre_commit refuses to commit when a participant's state is unknown,
+ * then runs the commit protocol (twophase.c).  Runs at
+ * XACT_EVENT_PRE_COMMIT, where an ERROR aborts the local transaction and
+ * every participant.
  */
 static void
 coord_pre_commit(void)
@@ -390,30 +391,7 @@ coord_pre_commit(void)
 					 errdetail("The connection was lost or a remote command could not be undone.")));
 	}
 
-	for (i = 0; i < n; i++)
-		dtx_conn_send(parts[i], "COMMIT");
-	(void) dtx_conn_wait(parts, n, 0);
-
-	for (i = 0; i < n; i++)
-	{
-		DtxConn    *c = parts[i];
-		PGresult   *res = dtx_conn_collect(c, "COMMIT");
-
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			dtx_report_remote_error(ERROR, c, res, "COMMIT");
-		if (strcmp(PQcmdStatus(res), "COMMIT") != 0)
-		{
-			PQclear(res);
-			c->xact_depth = 0;
-			ereport(ERROR,
-					(errcode(ERRCODE_TRANSACTION_ROLLBACK),
-					 errmsg("participant \"%s\" rolled back its transaction",
-							c->servername),
-					 errdetail("The remote transaction had failed earlier.")));
-		}
-		PQclear(res);
-		c->xact_depth = 0;
-	}
+	twophase_pre_commit(parts, n);
 	pfree(parts);
 }
 
@@ -452,17 +430,16 @@ coord_end_xact(bool abort)
 		c->xact_depth = 0;
 		c->in_flight = false;
 		c->state_unknown = false;
-		c->wrote = false;
 	}
 	coord_xact_active = false;
 }
 
 /*
- * dtx_xact_callback ends remote transactions with the local one.  Fallible
+ * coord_xact_callback ends remote transactions with the local one.  Fallible
  * work happens at PRE_COMMIT only; COMMIT and ABORT never ERROR.
  */
 void
-dtx_xact_callback(XactEvent event, void *arg)
+coord_xact_callback(XactEvent event)
 {
 	if (!coord_xact_active)
 		return;
@@ -488,10 +465,12 @@ dtx_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
+			twophase_post_commit();
 			coord_end_xact(false);
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			twophase_abort();
 			coord_end_xact(true);
 			break;
 	}

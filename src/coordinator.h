@@ -12,7 +12,7 @@
 
 #include "access/xact.h"
 
-extern void dtx_xact_callback(XactEvent event, void *arg);
+extern void coord_xact_callback(XactEvent event);
 extern void dtx_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 								 SubTransactionId parentSubid, void *arg);
 

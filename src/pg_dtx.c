@@ -20,6 +20,9 @@
 
 #include "coordinator.h"
 #include "pg_dtx.h"
+#include "shmem.h"
+#include "twophase.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -28,6 +31,18 @@ void		_PG_init(void);
 /* Settings */
 int			dtx_connect_timeout = 10;
 int			dtx_cancel_timeout = 5000;
+int			dtx_recovery_interval = 10;
+
+/*
+ * The one transaction callback: DDL bookkeeping for the workers, then the
+ * remote transactions.
+ */
+static void
+dtx_xact_callback(XactEvent event, void *arg)
+{
+	dtx_worker_xact_callback(event);
+	coord_xact_callback(event);
+}
 
 /*
  * _PG_init runs once in the postmaster.  It ERRORs when not loaded from
@@ -58,7 +73,51 @@ _PG_init(void)
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("dtx.commit_timeout",
+							"Time allowed to participants to answer PREPARE TRANSACTION, COMMIT and COMMIT PREPARED at commit.",
+							"A participant that does not answer PREPARE in time aborts the global transaction; phase 2 is then left to recovery. 0 waits forever (phase 2 then uses dtx.cancel_timeout).",
+							&dtx_commit_timeout,
+							30000, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dtx.recovery_interval",
+							"Time between two passes of the recovery worker.",
+							NULL,
+							&dtx_recovery_interval,
+							10, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("dtx.fault_point",
+							 "Test only: the point of the commit protocol where dtx.fault_action happens.",
+							 NULL,
+							 &dtx_fault_point,
+							 DTX_FAULT_NONE, dtx_fault_point_options,
+							 PGC_SUSET, GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("dtx.fault_action",
+							 "Test only: what happens at dtx.fault_point: error, crash (SIGKILL of the backend) or pause.",
+							 NULL,
+							 &dtx_fault_action,
+							 DTX_FAULT_ERROR, dtx_fault_action_options,
+							 PGC_SUSET, GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dtx.fault_pause",
+							"Test only: how long dtx.fault_action = pause sleeps.",
+							NULL,
+							&dtx_fault_pause,
+							10000, 0, 3600000,
+							PGC_SUSET, GUC_UNIT_MS | GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("dtx");
+
+	dtx_shmem_init();
+	dtx_worker_init();
+	dtx_launcher_register();
 
 	RegisterXactCallback(dtx_xact_callback, NULL);
 	RegisterSubXactCallback(dtx_subxact_callback, NULL);

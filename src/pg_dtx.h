@@ -21,9 +21,12 @@
 #define ERRCODE_DTX_PARTICIPANT_UNAVAILABLE		MAKE_SQLSTATE('D','X','0','0','1')
 #define ERRCODE_DTX_PARTICIPANT_NO_2PC			MAKE_SQLSTATE('D','X','0','0','2')
 #define ERRCODE_DTX_PARTICIPANT_STATE_UNKNOWN	MAKE_SQLSTATE('D','X','0','0','3')
+#define ERRCODE_DTX_DECISION_CONFLICT			MAKE_SQLSTATE('D','X','0','0','4')
+#define ERRCODE_DTX_NOT_OUR_TRANSACTION			MAKE_SQLSTATE('D','X','0','0','5')
 
 /* Settings (defined in pg_dtx.c) */
 extern int	dtx_connect_timeout;	/* seconds */
 extern int	dtx_cancel_timeout;		/* milliseconds */
+extern int	dtx_recovery_interval;	/* seconds */
 
 #endif							/* PG_DTX_H */
