@@ -98,10 +98,13 @@ GRANT SELECT ON dtx.participants TO PUBLIC;
 
 -- One row per global transaction that prepared on its participants,
 -- inserted in the coordinator's local transaction: it exists if and only
--- if the global transaction committed.  The recovery worker deletes rows
+-- if the global transaction committed.  incarnation identifies the run of
+-- the server (it changes at every restart), because a full xid that was
+-- never flushed before a crash can be handed out again.  The recovery worker deletes rows
 -- once no participant holds their prepared transactions.
 CREATE TABLE dtx.decisions (
     fxid         xid8        PRIMARY KEY,
+    incarnation  bigint      NOT NULL,
     participants oid[]       NOT NULL,
     decided_at   timestamptz NOT NULL
 );

@@ -349,7 +349,8 @@ dtx_connect(ForeignServer *server, UserMapping *user)
 		if (strcmp(keywords[i], "connect_timeout") == 0)
 			timeout_s = atoi(values[i]) > 0 ? atoi(values[i]) : dtx_connect_timeout;
 	}
-	snprintf(appname, sizeof(appname), "pg_dtx coordinator pid=%d", MyProcPid);
+	snprintf(appname, sizeof(appname), "pg_dtx %s pid=%d",
+			 IsBackgroundWorker ? "recovery" : "coordinator", MyProcPid);
 	keywords[n] = "application_name";
 	values[n++] = appname;
 	keywords[n] = "client_encoding";

@@ -47,7 +47,7 @@ typedef struct DtxConn
 	int			max_prepared_xacts; /* participant's max_prepared_transactions */
 	bool		remote_wrote;	/* remote transaction has an xid (learnt at
 								 * pre-commit) */
-	char		gid[64];		/* PREPARE TRANSACTION sent with this GID
+	char		gid[128];		/* PREPARE TRANSACTION sent with this GID
 								 * ("" = none) */
 	bool		prepared;		/* ... and the participant confirmed it */
 	uint32		server_hashvalue;

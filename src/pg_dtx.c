@@ -83,9 +83,9 @@ _PG_init(void)
 
 	DefineCustomIntVariable("dtx.recovery_interval",
 							"Time between two passes of the recovery worker.",
-							NULL,
+							"0 turns automatic recovery off (dtx.recover() still works).",
 							&dtx_recovery_interval,
-							10, 1, 86400,
+							10, 0, 86400,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

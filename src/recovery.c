@@ -82,12 +82,11 @@ typedef enum RecDecision
 {
 	REC_COMMIT,
 	REC_ABORT,
-	REC_LIVE,					/* coordinator transaction still running */
-	REC_UNKNOWN					/* xid from the future (restored backup?) */
+	REC_LIVE					/* coordinator transaction still running */
 } RecDecision;
 
 static const char *const rec_decision_names[] = {
-	"commit", "abort", "in progress", "unknown"
+	"commit", "abort", "in progress"
 };
 
 /* One prepared transaction on a participant */
@@ -97,8 +96,7 @@ typedef struct RecPrepared
 	TimestampTz prepared;
 	char	   *owner;
 	bool		ours;
-	FullTransactionId fxid;
-	Oid			userid;
+	DtxGid		id;				/* valid if ours */
 } RecPrepared;
 
 /* One participant in a pass */
@@ -117,7 +115,7 @@ typedef struct RecPass
 	bool		resolve;		/* false: only report (dtx.in_doubt) */
 	Tuplestorestate *ts;		/* report rows, or NULL */
 	TupleDesc	td;
-	DtxConn    *conns;			/* connections opened for the pass */
+	DtxConn   **conns;			/* connections opened for the pass */
 	int			nconns;
 	int			maxconns;
 	DtxRecoveryTotals *totals;
@@ -141,23 +139,30 @@ rec_decisions_relid(void)
 }
 
 /*
- * rec_has_decision: does dtx.decisions hold a row for fxid?  Read with a
- * fresh snapshot, whatever the caller's isolation level.
+ * rec_has_decision: does dtx.decisions hold a row for (fxid, incarnation)?
+ * Read with a fresh snapshot, whatever the caller's isolation level.
  */
 static bool
-rec_has_decision(FullTransactionId fxid)
+rec_has_decision(FullTransactionId fxid, uint64 incarnation)
 {
 	Relation	rel = table_open(rec_decisions_relid(), AccessShareLock);
 	Oid			indexoid = RelationGetPrimaryKeyIndex(rel);
 	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyData key;
 	SysScanDesc scan;
-	bool		found;
+	HeapTuple	tup;
+	bool		found = false;
 
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_XID8EQ,
 				FullTransactionIdGetDatum(fxid));
 	scan = systable_beginscan(rel, indexoid, OidIsValid(indexoid), snap, 1, &key);
-	found = HeapTupleIsValid(systable_getnext(scan));
+	while (!found && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, 2, RelationGetDescr(rel), &isnull);
+
+		found = !isnull && (uint64) DatumGetInt64(d) == incarnation;
+	}
 	systable_endscan(scan);
 	UnregisterSnapshot(snap);
 	table_close(rel, AccessShareLock);
@@ -165,19 +170,20 @@ rec_has_decision(FullTransactionId fxid)
 }
 
 /*
- * rec_decide: what must happen to a prepared transaction of ours whose
- * coordinator transaction is fxid.  live is the registry, read after the
- * participant was listed.
+ * rec_decide: what must happen to a prepared transaction of ours.  live is
+ * the registry, read after the participant was listed.  A transaction of an
+ * earlier incarnation (before a crash or restart) cannot be live; its full
+ * xid may have been handed out again since, which is why the decision row
+ * must match the incarnation too.
  */
 static RecDecision
-rec_decide(FullTransactionId fxid, uint64 *live, int nlive)
+rec_decide(DtxGid *id, uint64 *live, int nlive)
 {
-	if (!FullTransactionIdPrecedes(fxid, ReadNextFullTransactionId()))
-		return REC_UNKNOWN;
-	if (dtx_registry_contains(live, nlive, U64FromFullTransactionId(fxid)) ||
-		TransactionIdIsInProgress(XidFromFullTransactionId(fxid)))
+	if (id->incarnation == dtx_shared->incarnation &&
+		(dtx_registry_contains(live, nlive, U64FromFullTransactionId(id->fxid)) ||
+		 TransactionIdIsInProgress(XidFromFullTransactionId(id->fxid))))
 		return REC_LIVE;
-	return rec_has_decision(fxid) ? REC_COMMIT : REC_ABORT;
+	return rec_has_decision(id->fxid, id->incarnation) ? REC_COMMIT : REC_ABORT;
 }
 
 /*
@@ -229,7 +235,7 @@ rec_conn(RecPass *pass, ForeignServer *server, UserMapping *um)
 
 	for (i = 0; i < pass->nconns; i++)
 	{
-		c = &pass->conns[i];
+		c = pass->conns[i];
 		if (c->key.serverid == server->serverid && c->key.userid == um->userid &&
 			c->conn != NULL)
 			return c;
@@ -237,12 +243,11 @@ rec_conn(RecPass *pass, ForeignServer *server, UserMapping *um)
 	if (pass->nconns == pass->maxconns)
 	{
 		pass->maxconns *= 2;
-		pass->conns = repalloc(pass->conns, sizeof(DtxConn) * pass->maxconns);
+		pass->conns = repalloc(pass->conns, sizeof(DtxConn *) * pass->maxconns);
 	}
-	c = &pass->conns[pass->nconns];
-	memset(c, 0, sizeof(DtxConn));
+	c = palloc0(sizeof(DtxConn));
 	dtx_conn_open_temp(c, server, um);
-	pass->nconns++;
+	pass->conns[pass->nconns++] = c;
 	return c;
 }
 
@@ -252,7 +257,7 @@ rec_close_all(RecPass *pass)
 	int			i;
 
 	for (i = 0; i < pass->nconns; i++)
-		dtx_conn_disconnect(&pass->conns[i]);
+		dtx_conn_disconnect(pass->conns[i]);
 	pass->nconns = 0;
 }
 
@@ -290,7 +295,7 @@ rec_list(DtxConn *c, bool ours_only)
 		p->prepared = usec - ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
 							  SECS_PER_DAY * USECS_PER_SEC);
 		p->owner = pstrdup(PQgetvalue(res, i, 2));
-		p->ours = dtx_gid_is_ours(p->gid, &p->fxid, &p->userid);
+		p->ours = dtx_gid_is_ours(p->gid, &p->id);
 		out = lappend(out, p);
 	}
 	PQclear(res);
@@ -315,7 +320,7 @@ rec_report(RecPass *pass, const char *server, RecPrepared *p, int decision,
 	{
 		values[1] = CStringGetTextDatum(p->gid);
 		values[2] = TimestampTzGetDatum(p->prepared);
-		values[3] = FullTransactionIdGetDatum(p->fxid);
+		values[3] = FullTransactionIdGetDatum(p->id.fxid);
 		values[5] = CStringGetTextDatum(p->owner);
 	}
 	else
@@ -399,29 +404,26 @@ rec_server(RecPass *pass, RecServer *srv)
 	foreach(lcell, prepared)
 	{
 		RecPrepared *p = lfirst(lcell);
-		RecDecision d = rec_decide(p->fxid, live, nlive);
+		RecDecision d = rec_decide(&p->id, live, nlive);
 		UserMapping *pum;
 		DtxConn    *c;
 		char	   *err;
 		bool		gone;
 
-		if (!pass->resolve || d == REC_LIVE || d == REC_UNKNOWN)
+		if (!pass->resolve || d == REC_LIVE)
 		{
-			rec_remaining_add(srv, U64FromFullTransactionId(p->fxid));
+			rec_remaining_add(srv, U64FromFullTransactionId(p->id.fxid));
 			rec_report(pass, srv->name, p, d,
-					   pass->resolve ? "skipped" : NULL,
-					   d == REC_UNKNOWN ? "the coordinator transaction id is newer than this database's next transaction id (restored from a backup?); resolve it by hand" : NULL);
-			if (d == REC_UNKNOWN && pass->totals)
-				pass->totals->failed++;
+					   pass->resolve ? "skipped" : NULL, NULL);
 			continue;
 		}
 
-		pum = rec_find_mapping(srv->serverid, p->userid);
+		pum = rec_find_mapping(srv->serverid, p->id.userid);
 		c = rec_conn(pass, server, pum ? pum : um);
 		err = rec_finish(c, p->gid, d == REC_COMMIT, &gone);
 		if (err)
 		{
-			rec_remaining_add(srv, U64FromFullTransactionId(p->fxid));
+			rec_remaining_add(srv, U64FromFullTransactionId(p->id.fxid));
 			rec_report(pass, srv->name, p, d, "failed", err);
 			if (pass->totals)
 				pass->totals->failed++;
@@ -487,8 +489,8 @@ rec_server_safely(RecPass *pass, RecServer *srv)
 
 		/* connections to this server may be mid-command: drop them */
 		for (i = 0; i < pass->nconns; i++)
-			if (pass->conns[i].key.serverid == srv->serverid)
-				dtx_conn_disconnect(&pass->conns[i]);
+			if (pass->conns[i]->key.serverid == srv->serverid)
+				dtx_conn_disconnect(pass->conns[i]);
 		srv->listed = false;
 		if (pass->totals)
 			pass->totals->servers_failed++;
@@ -653,7 +655,7 @@ rec_read_candidates(int *n)
 		out[count].tid = tup->t_self;
 		d = heap_getattr(tup, 1, RelationGetDescr(rel), &isnull);
 		out[count].fxid = U64FromFullTransactionId(DatumGetFullTransactionId(d));
-		d = heap_getattr(tup, 2, RelationGetDescr(rel), &isnull);
+		d = heap_getattr(tup, 3, RelationGetDescr(rel), &isnull);
 		arr = DatumGetArrayTypePCopy(d);
 		out[count].nservers = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
 		out[count].servers = (Oid *) ARR_DATA_PTR(arr);
@@ -741,7 +743,7 @@ dtx_recovery_pass(Oid serverid, bool resolve, Tuplestorestate *ts,
 	pass.td = td;
 	pass.totals = totals;
 	pass.maxconns = 4;
-	pass.conns = palloc(sizeof(DtxConn) * pass.maxconns);
+	pass.conns = palloc(sizeof(DtxConn *) * pass.maxconns);
 
 	if (resolve)
 	{
@@ -876,8 +878,8 @@ dtx_xa_recover(PG_FUNCTION_ARGS)
 		values[3] = BoolGetDatum(p->ours);
 		if (p->ours)
 		{
-			values[4] = FullTransactionIdGetDatum(p->fxid);
-			values[5] = CStringGetTextDatum(rec_decision_names[rec_decide(p->fxid, live, nlive)]);
+			values[4] = FullTransactionIdGetDatum(p->id.fxid);
+			values[5] = CStringGetTextDatum(rec_decision_names[rec_decide(&p->id, live, nlive)]);
 		}
 		else
 			nulls[4] = nulls[5] = true;
@@ -898,8 +900,7 @@ xa_resolve(FunctionCallInfo fcinfo, bool commit)
 	const char *servername;
 	char	   *gid;
 	bool		force;
-	FullTransactionId fxid;
-	Oid			userid;
+	DtxGid		id;
 	RecDecision d;
 	uint64	   *live;
 	int			nlive;
@@ -915,8 +916,9 @@ xa_resolve(FunctionCallInfo fcinfo, bool commit)
 	servername = NameStr(*PG_GETARG_NAME(0));
 	gid = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	force = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
+	(void) dtx_get_participant(servername); /* exists, and we may use it */
 
-	if (!dtx_gid_is_ours(gid, &fxid, &userid))
+	if (!dtx_gid_is_ours(gid, &id))
 		ereport(ERROR,
 				(errcode(ERRCODE_DTX_NOT_OUR_TRANSACTION),
 				 errmsg("prepared transaction \"%s\" does not belong to this database's pg_dtx coordinator",
@@ -925,12 +927,12 @@ xa_resolve(FunctionCallInfo fcinfo, bool commit)
 				 errhint("Resolve it from the coordinator database that created it, or with COMMIT PREPARED / ROLLBACK PREPARED on the participant.")));
 
 	live = dtx_registry_snapshot(MyDatabaseId, &nlive);
-	d = rec_decide(fxid, live, nlive);
+	d = rec_decide(&id, live, nlive);
 	if (d == REC_LIVE)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("global transaction " UINT64_FORMAT " is still in progress",
-						U64FromFullTransactionId(fxid)),
+						U64FromFullTransactionId(id.fxid)),
 				 errhint("Its coordinator backend will finish it; wait and retry.")));
 	if ((d == REC_COMMIT && !commit) || (d == REC_ABORT && commit))
 	{

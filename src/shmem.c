@@ -21,6 +21,7 @@
 #include "storage/backendid.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 
 #include "shmem.h"
 
@@ -62,6 +63,10 @@ dtx_shmem_startup(void)
 
 		memset(dtx_shared, 0, dtx_shmem_size());
 		dtx_shared->lock = &(GetNamedLWLockTranche("pg_dtx"))->lock;
+		if (!pg_strong_random(&dtx_shared->incarnation, sizeof(uint64)))
+			dtx_shared->incarnation = (uint64) GetCurrentTimestamp() ^
+				((uint64) MyProcPid << 32);
+		dtx_shared->incarnation &= PG_INT64_MAX;	/* fits a bigint column */
 		for (i = 0; i < DTX_NCOUNTERS; i++)
 			pg_atomic_init_u64(&dtx_shared->counters[i], 0);
 		dtx_shared->nlive = MaxBackends;

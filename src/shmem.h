@@ -49,6 +49,10 @@ typedef struct DtxWorkerSlot
 typedef struct DtxShared
 {
 	LWLock	   *lock;			/* protects the worker slots */
+	uint64		incarnation;	/* random, new at every (re)initialisation of
+								 * shared memory: in GIDs and decision rows,
+								 * so that a full xid reused after a crash
+								 * never matches an older transaction */
 	int			launcher_pid;
 	pg_atomic_uint64 counters[DTX_NCOUNTERS];
 	DtxWorkerSlot workers[DTX_MAX_WORKERS];

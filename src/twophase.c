@@ -13,7 +13,7 @@
  *	  if only one writer is left in total, it commits in one phase;
  *	- else: the participants' max_prepared_transactions is checked, the
  *	  transaction's full xid is published in the live registry (shmem.c),
- *	  a decision row (fxid, writing servers) is inserted into dtx.decisions
+ *	  a decision row (fxid, incarnation, writing servers) is inserted into dtx.decisions
  *	  in the local transaction, and PREPARE TRANSACTION goes to every writer
  *	  in parallel.  Every vote is collected, bounded by dtx.commit_timeout
  *	  and interruptible.  The local commit is then forced durable and made
@@ -108,23 +108,26 @@ dtx_gid_prefix(Oid dboid)
  * dtx_gid_parse splits a pg_dtx GID; false if gid is not one.
  */
 bool
-dtx_gid_parse(const char *gid, uint64 *sysid, Oid *dboid,
-			  FullTransactionId *fxid, Oid *userid)
+dtx_gid_parse(const char *gid, DtxGid *out)
 {
 	unsigned long long s,
+				inc,
 				x;
 	unsigned int d,
 				u;
 	int			part,
 				len = 0;
 
-	if (sscanf(gid, "dtx_%llu_%u_%llu_%u_%d%n", &s, &d, &x, &u, &part, &len) != 5 ||
+	if (sscanf(gid, "dtx_%llu_%u_%llx_%llu_%u_%d%n",
+			   &s, &d, &inc, &x, &u, &part, &len) != 6 ||
 		gid[len] != '\0')
 		return false;
-	*sysid = (uint64) s;
-	*dboid = (Oid) d;
-	*fxid = FullTransactionIdFromU64((uint64) x);
-	*userid = (Oid) u;
+	out->sysid = (uint64) s;
+	out->dboid = (Oid) d;
+	out->incarnation = (uint64) inc;
+	out->fxid = FullTransactionIdFromU64((uint64) x);
+	out->userid = (Oid) u;
+	out->participant = part;
 	return true;
 }
 
@@ -132,13 +135,10 @@ dtx_gid_parse(const char *gid, uint64 *sysid, Oid *dboid,
  * dtx_gid_is_ours: gid was handed out by this cluster's current database.
  */
 bool
-dtx_gid_is_ours(const char *gid, FullTransactionId *fxid, Oid *userid)
+dtx_gid_is_ours(const char *gid, DtxGid *out)
 {
-	uint64		sysid;
-	Oid			dboid;
-
-	return dtx_gid_parse(gid, &sysid, &dboid, fxid, userid) &&
-		sysid == GetSystemIdentifier() && dboid == MyDatabaseId;
+	return dtx_gid_parse(gid, out) &&
+		out->sysid == GetSystemIdentifier() && out->dboid == MyDatabaseId;
 }
 
 /* ----------------------------------------------------------------
@@ -318,8 +318,8 @@ twophase_record_decision(FullTransactionId fxid, DtxConn **writers, int n)
 	Oid			nsp = get_namespace_oid("dtx", false);
 	Oid			relid = get_relname_relid("decisions", nsp);
 	Relation	rel;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
 	Datum	   *oids = palloc(sizeof(Datum) * n);
 	HeapTuple	tup;
 	int			i;
@@ -332,9 +332,10 @@ twophase_record_decision(FullTransactionId fxid, DtxConn **writers, int n)
 	for (i = 0; i < n; i++)
 		oids[i] = ObjectIdGetDatum(writers[i]->key.serverid);
 	values[0] = FullTransactionIdGetDatum(fxid);
-	values[1] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid),
+	values[1] = Int64GetDatum((int64) dtx_shared->incarnation);
+	values[2] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid),
 												true, TYPALIGN_INT));
-	values[2] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[3] = TimestampTzGetDatum(GetCurrentTimestamp());
 
 	rel = table_open(relid, RowExclusiveLock);
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
@@ -491,8 +492,8 @@ twophase_pre_commit(DtxConn **parts, int n)
 	twophase_record_decision(fxid, tp_writers, tp_nwriters);
 	for (i = 0; i < tp_nwriters; i++)
 		snprintf(tp_writers[i]->gid, sizeof(tp_writers[i]->gid),
-				 "dtx_" UINT64_FORMAT "_%u_" UINT64_FORMAT "_%u_%d",
-				 GetSystemIdentifier(), MyDatabaseId,
+				 "dtx_" UINT64_FORMAT "_%u_%" INT64_MODIFIER "x_" UINT64_FORMAT "_%u_%d",
+				 GetSystemIdentifier(), MyDatabaseId, dtx_shared->incarnation,
 				 U64FromFullTransactionId(fxid), tp_writers[i]->key.userid,
 				 i + 1);
 

@@ -37,12 +37,23 @@ extern int	dtx_commit_timeout;
 extern const struct config_enum_entry dtx_fault_point_options[];
 extern const struct config_enum_entry dtx_fault_action_options[];
 
-/* GIDs: dtx_<system identifier>_<database oid>_<full xid>_<user oid>_<n> */
+/*
+ * GIDs: dtx_<system identifier>_<database oid>_<incarnation, hex>_<full
+ * xid>_<user oid>_<participant number>
+ */
+typedef struct DtxGid
+{
+	uint64		sysid;
+	Oid			dboid;
+	uint64		incarnation;
+	FullTransactionId fxid;
+	Oid			userid;
+	int			participant;
+} DtxGid;
+
 extern char *dtx_gid_prefix(Oid dboid);
-extern bool dtx_gid_parse(const char *gid, uint64 *sysid, Oid *dboid,
-						  FullTransactionId *fxid, Oid *userid);
-extern bool dtx_gid_is_ours(const char *gid, FullTransactionId *fxid,
-							Oid *userid);
+extern bool dtx_gid_parse(const char *gid, DtxGid *out);
+extern bool dtx_gid_is_ours(const char *gid, DtxGid *out);
 
 extern void twophase_pre_commit(DtxConn **parts, int n);
 extern void twophase_post_commit(void);

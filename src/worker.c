@@ -369,7 +369,7 @@ dtx_worker_main(Datum arg)
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		exists = worker_extension_exists();
-		if (exists)
+		if (exists && dtx_recovery_interval > 0)
 		{
 			pgstat_report_activity(STATE_RUNNING, "resolving in-doubt transactions");
 			dtx_recovery_pass(InvalidOid, true, NULL, NULL, &totals, true);
@@ -380,7 +380,15 @@ dtx_worker_main(Datum arg)
 
 		if (!exists)
 		{
-			slot_set_state(dboid, DTX_WORKER_ABSENT);
+			/*
+			 * ABSENT, unless CREATE EXTENSION committed meanwhile (WANTED):
+			 * then the launcher starts a worker again.
+			 */
+			LWLockAcquire(dtx_shared->lock, LW_EXCLUSIVE);
+			s = slot_find(dboid, false);
+			if (s && s->state == DTX_WORKER_RUNNING)
+				s->state = DTX_WORKER_ABSENT;
+			LWLockRelease(dtx_shared->lock);
 			proc_exit(0);
 		}
 		if (totals.committed + totals.rolled_back > 0)
@@ -389,7 +397,9 @@ dtx_worker_main(Datum arg)
 							totals.committed, totals.rolled_back, totals.deleted)));
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 (long) dtx_recovery_interval * 1000L, PG_WAIT_EXTENSION);
+						 dtx_recovery_interval > 0
+						 ? (long) dtx_recovery_interval * 1000L : 60000L,
+						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }

@@ -27,6 +27,7 @@ sub dtx_node
 		"shared_preload_libraries = 'pg_dtx'",
 		"max_prepared_transactions = 10",
 		"log_line_prefix = '%m [%p] %q%a '",
+		"restart_after_crash = on",
 		($opts{conf} // '')));
 	if ($opts{tcp})
 	{

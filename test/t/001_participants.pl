@@ -121,7 +121,7 @@ $bg->query_safe('SET ROLE app');
 my $coord_pid = $bg->query_safe('SELECT pg_backend_pid()');
 $bg->query_safe(q{BEGIN; SELECT dtx.exec('bank_a', 'SELECT 1')});
 my $apps = $pa->safe_psql('postgres',
-	"SELECT application_name || '|' || usename FROM pg_stat_activity WHERE application_name LIKE 'pg_dtx%'");
+	"SELECT application_name || '|' || usename FROM pg_stat_activity WHERE application_name LIKE 'pg_dtx coordinator%' AND usename = 'app'");
 is($apps, "pg_dtx coordinator pid=$coord_pid|app",
 	'participant connection names pg_dtx and the coordinating backend');
 is($bg->query_safe(q{SELECT server || ':' || in_transaction FROM dtx.participants WHERE connected ORDER BY 1}),
