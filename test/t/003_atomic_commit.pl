@@ -236,10 +236,10 @@ ok(slurp_file($coord->logfile) =~ /manually committed prepared transaction "\Q$g
 # dtx.recover() resolves the rest now
 my $rec = $coord->safe_psql('postgres', q{SELECT server || ':' || action AS r FROM dtx.recover() ORDER BY r});
 is($rec, "pa:rolled back\npb:committed\npb:rolled back", 'dtx.recover() reports what it did');
-settled($id, 1, 'in doubt, committed by hand and by dtx.recover()');
-is(count_id($pa, $id + 1) . count_id($pb, $id + 1), '00', 'the orphan without decision was rolled back');
 is($pa->safe_psql('postgres', q{SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'not_ours'}), '1', 'the foreign prepared transaction was left alone');
 $pa->safe_psql('postgres', q{ROLLBACK PREPARED 'not_ours'});
+settled($id, 1, 'in doubt, committed by hand and by dtx.recover()');
+is(count_id($pa, $id + 1) . count_id($pb, $id + 1), '00', 'the orphan without decision was rolled back');
 
 # decision rows do not pile up
 $coord->safe_psql('postgres', q{ALTER SYSTEM RESET dtx.recovery_interval});
@@ -250,7 +250,7 @@ ok($coord->poll_query_until('postgres', 'SELECT count(*) = 0 FROM dtx.decisions'
 
 # ---------------------------------------------------------------------
 # workers follow DDL without a restart
-$coord->safe_psql('other', 'DROP EXTENSION pg_dtx');
+$coord->safe_psql('other', 'DROP EXTENSION pg_dtx CASCADE');
 ok($coord->poll_query_until('postgres',
 	q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_dtx recovery worker'}),
 	'DROP EXTENSION stops the worker of that database');
