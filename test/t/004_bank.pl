@@ -5,7 +5,7 @@
 # the commit protocol, kill -9 of a client's backend.  At the end the total
 # is conserved and nothing is left in doubt.
 #
-# Short form by default (DTX_BANK_ROUNDS=6, 3 s each); the long form is
+# Short form by default (DTX_BANK_ROUNDS=10, 3 s each); the long form is
 #   DTX_BANK_ROUNDS=200 DTX_BANK_SECONDS=5 test/run-tests bank
 use strict;
 use warnings;
@@ -16,7 +16,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use DtxTest;
 
-my $rounds = $ENV{DTX_BANK_ROUNDS} // 6;
+my $rounds = $ENV{DTX_BANK_ROUNDS} // 10;
 my $seconds = $ENV{DTX_BANK_SECONDS} // 3;
 my $accounts = 30;
 my $initial = 1000;
@@ -67,7 +67,8 @@ sub total
 }
 
 my @points = qw(before_prepare after_first_prepare after_prepare after_local_commit after_first_commit_prepared);
-my @kinds = qw(restart_a restart_b restart_coord crash_point kill_client);
+my @kinds = qw(restart_a crash_point restart_b crash_point restart_coord crash_point kill_client crash_point);
+my $crashes = 0;
 my ($transfers, $faults) = (0, 0);
 my %fault_count;
 
@@ -86,7 +87,7 @@ for my $round (1 .. $rounds)
 	elsif ($kind eq 'restart_coord') { $coord->stop('immediate'); $coord->start; }
 	elsif ($kind eq 'crash_point')
 	{
-		my $point = $points[ int($round / @kinds) % @points ];
+		my $point = $points[ $crashes++ % @points ];
 		$kind .= ":$point";
 		$coord->psql('postgres', "SET dtx.fault_point = '$point'; SET dtx.fault_action = 'crash'; SELECT transfer(1, 2, 5);");
 		$coord->poll_query_until('postgres', 'SELECT true', 't');
