@@ -58,7 +58,36 @@ COMMIT;
 SELECT * FROM dtx.query('bank_a', 'SELECT id, balance FROM accounts WHERE id = 2') AS t(id int, balance numeric);
 
 \echo
-\echo '-- 6. A participant that is down: the error is DX001 (participant_unavailable).'
+\echo '-- 6. Atomic commit: a transaction that writes on two databases is prepared on both, then committed.'
+SELECT prepared, committed FROM dtx.stats;
+BEGIN;
+SELECT dtx.exec('bank_a', 'UPDATE accounts SET balance = balance - 10 WHERE id = 1') AS rows_a;
+SELECT dtx.exec('bank_b', 'UPDATE accounts SET balance = balance + 10 WHERE id = 1') AS rows_b;
+COMMIT;
+SELECT prepared, committed FROM dtx.stats;
+
+\echo
+\echo '-- 7. The coordinator stops right after its local commit, before COMMIT PREPARED (fault injection).'
+\echo '--    Both participants hold a prepared transaction; the decision row says commit; recovery finishes it.'
+ALTER SYSTEM SET dtx.recovery_interval = 0;   -- pause the recovery worker, to look at the in-doubt state
+SELECT pg_reload_conf(), pg_sleep(0.5);
+SET dtx.fault_point = 'after_local_commit';
+BEGIN;
+SELECT dtx.exec('bank_a', 'UPDATE accounts SET balance = balance - 5 WHERE id = 2') AS rows_a;
+SELECT dtx.exec('bank_b', 'UPDATE accounts SET balance = balance + 5 WHERE id = 2') AS rows_b;
+COMMIT;
+RESET dtx.fault_point;
+SELECT server, decision, coordinator_xid IS NOT NULL AS has_xid FROM dtx.in_doubt ORDER BY server;
+SELECT server, decision, action FROM dtx.recover() ORDER BY server;
+SELECT count(*) AS still_in_doubt FROM dtx.in_doubt;
+SELECT 'a' AS db, * FROM dtx.query('bank_a', 'SELECT id, balance FROM accounts WHERE id = 2') AS t(id int, balance numeric)
+UNION ALL
+SELECT 'b', * FROM dtx.query('bank_b', 'SELECT id, balance FROM accounts WHERE id = 2') AS t(id int, balance numeric);
+ALTER SYSTEM RESET dtx.recovery_interval;
+SELECT pg_reload_conf();
+
+\echo
+\echo '-- 8. A participant that is down: the error is DX001 (participant_unavailable).'
 \! pg_ctl -D "$DEMO_B_DATA" stop -m immediate >/dev/null
 \set ON_ERROR_STOP off
 \set VERBOSITY verbose
