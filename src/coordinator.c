@@ -182,6 +182,27 @@ coord_store_rows(CoordQueryDest *dest, PGresult *res, DtxConn *c)
 }
 
 /*
+ * coord_tag_writes: does a command with this tag surely write (so that the
+ * remote transaction has an xid)?  Used to skip asking the participant at
+ * commit.  SELECT and other tags are "don't know" (a SELECT may call a
+ * function that writes): those participants are asked.
+ */
+static bool
+coord_tag_writes(const char *tag)
+{
+	static const char *const writes[] = {
+		"INSERT ", "UPDATE ", "DELETE ", "MERGE ", "CREATE ", "DROP ",
+		"ALTER ", "TRUNCATE", "GRANT", "REVOKE", "COMMENT", NULL
+	};
+	int			i;
+
+	for (i = 0; writes[i]; i++)
+		if (strncmp(tag, writes[i], strlen(writes[i])) == 0)
+			return true;
+	return false;
+}
+
+/*
  * coord_run runs user SQL on a participant inside the global transaction
  * and returns the rows affected by its last statement.  With dest, the rows
  * of every row-returning statement go there (read one at a time, so a big
@@ -243,6 +264,9 @@ coord_run(DtxConn *c, const char *sql, CoordQueryDest *dest)
 			else if (error == NULL && st == PGRES_COMMAND_OK)
 			{
 				char	   *n = PQcmdTuples(cur);
+
+				if (!c->remote_wrote && coord_tag_writes(PQcmdStatus(cur)))
+					c->remote_wrote = true;
 
 				rows = *n ? strtoi64(n, NULL, 10) : 0;
 			}
@@ -430,6 +454,7 @@ coord_end_xact(bool abort)
 		c->xact_depth = 0;
 		c->in_flight = false;
 		c->state_unknown = false;
+		c->remote_wrote = false;
 	}
 	coord_xact_active = false;
 }

@@ -8,7 +8,8 @@
  * PRE_COMMIT (may ERROR, which aborts everything):
  *	- with at most one possible writer (the local database counts), every
  *	  participant gets a plain COMMIT: one phase;
- *	- otherwise one parallel round trip asks each participant whether its
+ *	- otherwise the participants whose commands had no writing tag (only
+ *	  SELECT, say) are asked, in one parallel round trip, whether their
  *	  transaction has an xid; participants that wrote nothing get COMMIT;
  *	  if only one writer is left in total, it commits in one phase;
  *	- else: the participants' max_prepared_transactions is checked, the
@@ -284,27 +285,36 @@ twophase_commit_one_phase(DtxConn **conns, int n)
 }
 
 /*
- * twophase_learn_writers asks every participant, in one parallel round
- * trip, whether its transaction wrote (has an xid), into c->remote_wrote.
+ * twophase_learn_writers finds out which participants wrote, into
+ * c->remote_wrote: those whose commands had a writing tag (INSERT, UPDATE,
+ * ...) did; the others are asked, in one parallel round trip, whether their
+ * transaction has an xid.
  */
 static void
 twophase_learn_writers(DtxConn **parts, int n)
 {
 	static const char *sql = "SELECT pg_current_xact_id_if_assigned() IS NOT NULL";
+	DtxConn   **ask = palloc(sizeof(DtxConn *) * n);
+	int			nask = 0;
 	int			i;
 
+	/* those that ran INSERT, UPDATE, ... surely wrote: no need to ask */
 	for (i = 0; i < n; i++)
-		dtx_conn_send(parts[i], sql);
-	twophase_wait(parts, n, twophase_deadline(), "at commit");
-	for (i = 0; i < n; i++)
+		if (!parts[i]->remote_wrote)
+			ask[nask++] = parts[i];
+	for (i = 0; i < nask; i++)
+		dtx_conn_send(ask[i], sql);
+	twophase_wait(ask, nask, twophase_deadline(), "at commit");
+	for (i = 0; i < nask; i++)
 	{
-		PGresult   *res = dtx_conn_collect(parts[i], sql);
+		PGresult   *res = dtx_conn_collect(ask[i], sql);
 
 		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-			dtx_report_remote_error(ERROR, parts[i], res, sql);
-		parts[i]->remote_wrote = (strcmp(PQgetvalue(res, 0, 0), "t") == 0);
+			dtx_report_remote_error(ERROR, ask[i], res, sql);
+		ask[i]->remote_wrote = (strcmp(PQgetvalue(res, 0, 0), "t") == 0);
 		PQclear(res);
 	}
+	pfree(ask);
 }
 
 /*
