@@ -265,6 +265,14 @@ $coord->safe_psql('postgres', 'SELECT pg_reload_conf()');
 sleep 1;
 is($coord->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_dtx recovery worker'}), $wpid, 'SIGHUP: the worker reloads and keeps running');
 
+# SIGTERM: the worker exits cleanly and the launcher starts a new one
+my $logoff = -s $coord->logfile;
+$coord->safe_psql('postgres', "SELECT pg_terminate_backend($wpid)");
+ok($coord->poll_query_until('postgres',
+	qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_dtx recovery worker' AND pid <> $wpid}),
+	'SIGTERM: the worker exits and the launcher starts a new one');
+unlike(substr(slurp_file($coord->logfile), $logoff), qr/terminated by signal|exited with exit code [^01]/, 'SIGTERM: no crash, no restart of the cluster');
+
 unlike(slurp_file($coord->logfile), qr/server process .* was terminated by signal 11|TRAP:|PANIC/, 'no segfault, assertion or PANIC on the coordinator');
 
 done_testing();
