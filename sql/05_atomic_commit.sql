@@ -42,14 +42,17 @@ SELECT * FROM stats_delta();
 
 -- a failed vote (deferred unique violation at PREPARE) aborts everything
 SELECT dtx.exec('loop_b', 'CREATE TABLE d (id int UNIQUE DEFERRABLE INITIALLY DEFERRED); INSERT INTO d VALUES (1)');
+SELECT balance AS a2 FROM dtx.query('loop_a', 'SELECT balance FROM accounts WHERE id = 2') AS t(balance numeric) \gset
 BEGIN;
 SELECT dtx.exec('loop_a', 'UPDATE accounts SET balance = balance + 1000 WHERE id = 2');
 SELECT dtx.exec('loop_b', 'INSERT INTO d VALUES (1)');
 COMMIT;
 SELECT * FROM stats_delta();
-SELECT * FROM dtx.query('loop_a', 'SELECT balance FROM accounts WHERE id = 2') AS t(balance numeric);
+SELECT balance - :a2 AS change_on_a FROM dtx.query('loop_a', 'SELECT balance FROM accounts WHERE id = 2') AS t(balance numeric);
 
 -- the coordinator stops after its local commit, before COMMIT PREPARED
+SELECT (SELECT balance FROM dtx.query('loop_a', 'SELECT balance FROM accounts WHERE id = 3') AS t(balance numeric)) AS a3,
+       (SELECT balance FROM dtx.query('loop_b', 'SELECT balance FROM accounts WHERE id = 3') AS t(balance numeric)) AS b3 \gset
 SET dtx.fault_point = 'after_local_commit';
 BEGIN;
 SELECT dtx.exec('loop_a', 'UPDATE accounts SET balance = balance - 3 WHERE id = 3');
@@ -69,8 +72,8 @@ SELECT regexp_replace(expect_error(format('SELECT dtx.xa_rollback(%L, %L)', 'loo
 SELECT server, decision, action, error FROM dtx.recover() ORDER BY server;
 SELECT count(*) AS in_doubt FROM dtx.in_doubt;
 SELECT count(*) AS decision_rows FROM dtx.decisions;
-SELECT (SELECT balance FROM dtx.query('loop_a', 'SELECT balance FROM accounts WHERE id = 3') AS t(balance numeric)) AS a3,
-       (SELECT balance FROM dtx.query('loop_b', 'SELECT balance FROM accounts WHERE id = 3') AS t(balance numeric)) AS b3;
+SELECT (SELECT balance FROM dtx.query('loop_a', 'SELECT balance FROM accounts WHERE id = 3') AS t(balance numeric)) - :a3 AS change_on_a,
+       (SELECT balance FROM dtx.query('loop_b', 'SELECT balance FROM accounts WHERE id = 3') AS t(balance numeric)) - :b3 AS change_on_b;
 SELECT * FROM dtx.recover();
 
 -- bad input

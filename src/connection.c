@@ -48,6 +48,7 @@
 #include "connection.h"
 #include "option.h"
 #include "pg_dtx.h"
+#include "shmem.h"
 
 /*
  * Session settings on every participant connection, so the text that
@@ -152,14 +153,7 @@ dtx_conn_get(ForeignServer *server, UserMapping *user)
 	c = hash_search(dtx_conn_hash(), &key, HASH_ENTER, &found);
 	if (!found)
 	{
-		c->conn = NULL;
-		c->xact_depth = 0;
-		c->in_flight = false;
-		c->state_unknown = false;
-		c->invalidated = false;
-		c->remote_wrote = false;
-		c->prepared = false;
-		c->gid[0] = '\0';
+		memset((char *) c + sizeof(DtxConnKey), 0, sizeof(DtxConn) - sizeof(DtxConnKey));
 		c->max_prepared_xacts = -1;
 	}
 
@@ -169,6 +163,8 @@ dtx_conn_get(ForeignServer *server, UserMapping *user)
 	 * is there, without waiting, so that libpq notices and we reconnect
 	 * instead of failing the first command of the next transaction.
 	 */
+	if (c->conn != NULL && c->detached)
+		dtx_conn_reap_detached(c);
 	if (c->conn != NULL && c->xact_depth == 0)
 		dtx_conn_check_idle(c);
 
@@ -254,6 +250,7 @@ dtx_conn_disconnect(DtxConn *c)
 		c->conn = NULL;
 	}
 	c->in_flight = false;
+	c->detached = false;
 	c->invalidated = false;
 	c->remote_pid = 0;
 }
@@ -905,4 +902,75 @@ dtx_conn_run_quietly_all(DtxConn **conns, char **sqls, int n,
 			dtx_conn_disconnect(c);
 		}
 	}
+}
+
+/*
+ * dtx_conn_send_detached sends sql and returns without waiting; its result
+ * is read by dtx_conn_reap_detached before the connection is used again
+ * (so later commands on this connection run after it).  Never ERRORs: a
+ * connection that cannot take the command is closed, with a WARNING.
+ */
+void
+dtx_conn_send_detached(DtxConn *c, const char *sql)
+{
+	if (c->conn == NULL || !PQsendQuery(c->conn, sql))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
+				 errmsg("could not send \"%s\" to participant \"%s\"", sql, c->servername),
+				 errdetail("It is left to recovery.")));
+		dtx_count(DTX_COUNT_PHASE2_FAILURES);
+		dtx_conn_disconnect(c);
+		return;
+	}
+	(void) PQflush(c->conn);
+	strlcpy(c->detached_sql, sql, sizeof(c->detached_sql));
+	c->detached = true;
+}
+
+/*
+ * dtx_conn_reap_detached reads the result of the detached command, waiting
+ * at most dtx.cancel_timeout.  A failure is a WARNING ("does not exist"
+ * counts as done); a participant that does not answer is disconnected.
+ */
+void
+dtx_conn_reap_detached(DtxConn *c)
+{
+	PGresult   *res;
+	bool		failed = false;
+
+	c->detached = false;
+	if (c->conn == NULL)
+		return;
+	c->in_flight = true;
+	if (!dtx_conn_wait(&c, 1, dtx_cleanup_deadline()))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
+				 errmsg("participant \"%s\" did not answer \"%s\"", c->servername, c->detached_sql),
+				 errdetail("It is left to recovery.")));
+		dtx_count(DTX_COUNT_PHASE2_FAILURES);
+		dtx_conn_disconnect(c);
+		return;
+	}
+	while ((res = PQgetResult(c->conn)) != NULL)
+	{
+		const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR &&
+			!(code && strcmp(code, "42704") == 0) && !failed)
+		{
+			failed = true;
+			dtx_count(DTX_COUNT_PHASE2_FAILURES);
+			ereport(WARNING,
+					(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
+					 errmsg("\"%s\" failed on participant \"%s\"", c->detached_sql, c->servername),
+					 errdetail("%s", pchomp(PQresultErrorMessage(res))),
+					 errhint("The recovery worker will finish it.")));
+		}
+		PQclear(res);
+	}
+	c->in_flight = false;
+	if (PQstatus(c->conn) != CONNECTION_OK)
+		dtx_conn_disconnect(c);
 }

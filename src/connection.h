@@ -50,6 +50,9 @@ typedef struct DtxConn
 	char		gid[128];		/* PREPARE TRANSACTION sent with this GID
 								 * ("" = none) */
 	bool		prepared;		/* ... and the participant confirmed it */
+	bool		detached;		/* detached_sql was sent and its result is
+								 * still to be read (dtx_conn_reap_detached) */
+	char		detached_sql[160];
 	uint32		server_hashvalue;
 	uint32		mapping_hashvalue;
 } DtxConn;
@@ -68,6 +71,10 @@ extern PGresult *dtx_conn_exec(DtxConn *c, const char *sql);
 extern void dtx_conn_open_temp(DtxConn *c, ForeignServer *server,
 							   UserMapping *user);
 extern void dtx_conn_exec_command(DtxConn *c, const char *sql);
+
+/* Commands whose result is read later (phase 2 without waiting) */
+extern void dtx_conn_send_detached(DtxConn *c, const char *sql);
+extern void dtx_conn_reap_detached(DtxConn *c);
 
 /* Abort paths: never ERROR, give up (and disconnect) at the deadline */
 extern bool dtx_conn_cancel_and_drain(DtxConn *c, TimestampTz deadline);

@@ -436,7 +436,7 @@ coord_end_xact(bool abort)
 	hash_seq_init(&scan, dtx_conn_hash());
 	while ((c = (DtxConn *) hash_seq_search(&scan)))
 	{
-		if (c->conn != NULL && (c->xact_depth > 0 || c->in_flight))
+		if (c->conn != NULL && !c->detached && (c->xact_depth > 0 || c->in_flight))
 		{
 			if (!abort)
 				c->state_unknown = true;	/* cannot happen: left open */

@@ -81,6 +81,14 @@ _PG_init(void)
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("dtx.phase2_wait",
+							 "Whether COMMIT waits for COMMIT PREPARED on every participant.",
+							 "Off: COMMIT returns once the decision is durable; participants finish in the background and other sessions may see the old data for a moment.",
+							 &dtx_phase2_wait,
+							 true,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomIntVariable("dtx.recovery_interval",
 							"Time between two passes of the recovery worker.",
 							"0 turns automatic recovery off (dtx.recover() still works).",

@@ -62,6 +62,7 @@ int			dtx_fault_point = DTX_FAULT_NONE;
 int			dtx_fault_action = DTX_FAULT_ERROR;
 int			dtx_fault_pause = 10000;
 int			dtx_commit_timeout = 30000;
+bool		dtx_phase2_wait = true;
 
 const struct config_enum_entry dtx_fault_point_options[] = {
 	{"", DTX_FAULT_NONE, false},
@@ -648,6 +649,27 @@ twophase_post_commit(void)
 
 	if (!tp_decided)
 	{
+		twophase_reset();
+		return;
+	}
+
+	/*
+	 * Without waiting: COMMIT PREPARED is sent and its answer read when the
+	 * connection is used next.  Recovery may race it, harmlessly: the
+	 * decision is committed and visible, so it would commit too.
+	 */
+	if (!dtx_phase2_wait && dtx_fault_point == DTX_FAULT_NONE)
+	{
+		int			i;
+
+		for (i = 0; i < tp_nwriters; i++)
+		{
+			char		sql[160];
+
+			snprintf(sql, sizeof(sql), "COMMIT PREPARED '%s'", tp_writers[i]->gid);
+			dtx_conn_send_detached(tp_writers[i], sql);
+		}
+		dtx_count(DTX_COUNT_COMMITTED);
 		twophase_reset();
 		return;
 	}

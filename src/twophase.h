@@ -34,6 +34,7 @@ extern int	dtx_fault_point;
 extern int	dtx_fault_action;
 extern int	dtx_fault_pause;
 extern int	dtx_commit_timeout;
+extern bool dtx_phase2_wait;
 extern const struct config_enum_entry dtx_fault_point_options[];
 extern const struct config_enum_entry dtx_fault_action_options[];
 

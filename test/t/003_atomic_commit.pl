@@ -80,6 +80,16 @@ is(prepared_count($pa), '0', 'a participant that votes no: the others were rolle
 $coord->safe_psql('postgres', "SET synchronous_commit = off; " . xact_sql(5));
 is(join(',', map { count_id($_, 5) } ($coord, $pa, $pb)), '1,1,1', 'synchronous_commit = off: committed');
 
+# dtx.phase2_wait = off: COMMIT returns once the decision is durable; the
+# same session still reads its own writes through pg_dtx, and a session
+# that ends at once leaves nothing behind
+my $out_nw = $coord->safe_psql('postgres', "SET dtx.phase2_wait = off; " . xact_sql(50)
+	. " SELECT n FROM dtx.query('pb', 'SELECT count(*) FROM t WHERE id = 50') AS q(n bigint);");
+is((split /\n/, $out_nw)[-1], '1', 'phase2_wait = off: the session reads its own write right after COMMIT');
+$coord->safe_psql('postgres', "SET dtx.phase2_wait = off; " . xact_sql(51));
+settled(50, 1, 'phase2_wait = off');
+settled(51, 1, 'phase2_wait = off, session ended right after COMMIT');
+
 # a participant with max_prepared_transactions = 0: refused before anything is prepared
 ($st, $msg, my $err) = psql_error($coord, q{BEGIN; SELECT dtx.exec('pa', 'INSERT INTO t VALUES (6)'); SELECT dtx.exec('pc', 'INSERT INTO t VALUES (6)'); COMMIT;});
 is($st, 'DX002', 'participant without prepared transactions: DX002');

@@ -3,7 +3,8 @@
 # while faults are injected, round after round: immediate restarts of each
 # participant and of the coordinator, the coordinator crashing at a point of
 # the commit protocol, kill -9 of a client's backend.  At the end the total
-# is conserved and nothing is left in doubt.
+# is conserved and nothing is left in doubt.  Odd rounds run with
+# dtx.phase2_wait = off.
 #
 # Short form by default (DTX_BANK_ROUNDS=10, 3 s each); the long form is
 #   DTX_BANK_ROUNDS=200 DTX_BANK_SECONDS=5 test/run-tests bank
@@ -75,6 +76,8 @@ my %fault_count;
 for my $round (1 .. $rounds)
 {
 	my ($out, $err) = ('', '');
+	# every other round, COMMIT does not wait for phase 2
+	local $ENV{PGOPTIONS} = $round % 2 ? '-c dtx.phase2_wait=off' : '';
 	my $h = IPC::Run::start(
 		[ 'pgbench', '-n', '-c', '4', '-j', '2', '-T', $seconds, '-f', $script,
 		  '-h', $coord->host, '-p', $coord->port, 'postgres' ],
