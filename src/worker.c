@@ -120,6 +120,42 @@ wake_launcher(void)
 }
 
 /* ----------------------------------------------------------------
+ * Common to the launcher and the workers
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * worker_start installs the stock signal handlers (SIGTERM ends the process
+ * at the next interrupt check, SIGHUP asks for a reload), connects to
+ * database dboid (none if InvalidOid: shared catalogs only) and names the
+ * process in pg_stat_activity.
+ */
+static void
+worker_start(Oid dboid, const char *appname)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	if (OidIsValid(dboid))
+		BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	else
+		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname(appname);
+}
+
+/* worker_check_signals: exit if asked to, reload the configuration if asked to */
+static void
+worker_check_signals(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/* ----------------------------------------------------------------
  * Launcher
  * ----------------------------------------------------------------
  */
@@ -257,11 +293,7 @@ dtx_launcher_main(Datum arg)
 {
 	int			i;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	pgstat_report_appname("pg_dtx launcher");
+	worker_start(InvalidOid, "pg_dtx launcher");
 
 	/* A restarted launcher lost its handles: workers still alive keep going. */
 	LWLockAcquire(dtx_shared->lock, LW_EXCLUSIVE);
@@ -278,12 +310,7 @@ dtx_launcher_main(Datum arg)
 
 	for (;;)
 	{
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		worker_check_signals();
 		launcher_scan();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 LAUNCHER_NAPTIME_MS, PG_WAIT_EXTENSION);
@@ -341,11 +368,7 @@ dtx_worker_main(Datum arg)
 	DtxWorkerSlot *s;
 	bool		exists;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	pgstat_report_appname("pg_dtx recovery worker");
+	worker_start(dboid, "pg_dtx recovery worker");
 
 	LWLockAcquire(dtx_shared->lock, LW_EXCLUSIVE);
 	s = slot_find(dboid, true);
@@ -358,12 +381,7 @@ dtx_worker_main(Datum arg)
 	{
 		DtxRecoveryTotals totals;
 
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		worker_check_signals();
 
 		memset(&totals, 0, sizeof(totals));
 		SetCurrentStatementStartTimestamp();
