@@ -626,6 +626,35 @@ dtx_disconnect(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(closed);
 }
 
+typedef struct CoordProbe
+{
+	ForeignServer *server;
+	Datum	   *values;
+	bool	   *nulls;
+	DtxConn		tmp;
+} CoordProbe;
+
+static void
+coord_probe_call(void *arg)
+{
+	CoordProbe *p = arg;
+	UserMapping *user;
+	PGresult   *res;
+
+	dtx_check_participant_wrapper(p->server);
+	user = GetUserMapping(GetUserId(), p->server->serverid);
+	dtx_conn_open_temp(&p->tmp, p->server, user);
+	res = dtx_conn_exec(&p->tmp,
+						"SELECT current_setting('max_prepared_transactions')::int, current_setting('server_version')");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		dtx_report_remote_error(ERROR, &p->tmp, res, NULL);
+	p->values[1] = BoolGetDatum(true);
+	p->values[2] = Int32GetDatum(atoi(PQgetvalue(res, 0, 0)));
+	p->values[3] = CStringGetTextDatum(PQgetvalue(res, 0, 1));
+	p->nulls[4] = true;
+	PQclear(res);
+}
+
 /*
  * coord_probe_one connects to one server on a fresh connection (not the
  * cached one, so no transaction is touched) and reads its
@@ -635,58 +664,21 @@ dtx_disconnect(PG_FUNCTION_ARGS)
 static void
 coord_probe_one(ForeignServer *server, Datum *values, bool *nulls)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	DtxConn		tmp;
+	CoordProbe	probe = {server, values, nulls};
+	ErrorData  *edata;
 
-	memset(&tmp, 0, sizeof(tmp));
-	strlcpy(tmp.servername, server->servername, NAMEDATALEN);
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		UserMapping *user;
-		PGresult   *res;
-
-		dtx_check_participant_wrapper(server);
-		user = GetUserMapping(GetUserId(), server->serverid);
-		dtx_conn_open_temp(&tmp, server, user);
-		res = dtx_conn_exec(&tmp,
-							"SELECT current_setting('max_prepared_transactions')::int, current_setting('server_version')");
-		if (PQresultStatus(res) != PGRES_TUPLES_OK)
-			dtx_report_remote_error(ERROR, &tmp, res, NULL);
-		values[1] = BoolGetDatum(true);
-		values[2] = Int32GetDatum(atoi(PQgetvalue(res, 0, 0)));
-		values[3] = CStringGetTextDatum(PQgetvalue(res, 0, 1));
-		nulls[4] = true;
-		PQclear(res);
-		dtx_conn_disconnect(&tmp);
-
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		dtx_conn_disconnect(&tmp);
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-
-		values[1] = BoolGetDatum(false);
-		nulls[2] = nulls[3] = true;
-		values[4] = CStringGetTextDatum(edata->detail
-										? psprintf("%s: %s", edata->message, edata->detail)
-										: edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	memset(&probe.tmp, 0, sizeof(probe.tmp));
+	strlcpy(probe.tmp.servername, server->servername, NAMEDATALEN);
+	edata = dtx_try(coord_probe_call, &probe);
+	dtx_conn_disconnect(&probe.tmp);
+	if (edata == NULL)
+		return;
+	values[1] = BoolGetDatum(false);
+	nulls[2] = nulls[3] = true;
+	values[4] = CStringGetTextDatum(edata->detail
+									? psprintf("%s: %s", edata->message, edata->detail)
+									: edata->message);
+	FreeErrorData(edata);
 }
 
 /*

@@ -29,4 +29,12 @@ extern int	dtx_connect_timeout;	/* seconds */
 extern int	dtx_cancel_timeout;		/* milliseconds */
 extern int	dtx_recovery_interval;	/* seconds */
 
+/*
+ * dtx_try runs fn(arg) in an internal subtransaction, in the caller's
+ * memory context.  Returns NULL if it succeeded; else the subtransaction is
+ * rolled back and the error returned (the caller FreeErrorData()s it).
+ */
+typedef void (*DtxTryFn) (void *arg);
+extern ErrorData *dtx_try(DtxTryFn fn, void *arg);
+
 #endif							/* PG_DTX_H */

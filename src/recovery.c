@@ -460,50 +460,45 @@ rec_server(RecPass *pass, RecServer *srv)
  * reported (WARNING, and a report row) and the participant marked not
  * listed.
  */
+typedef struct RecServerCall
+{
+	RecPass    *pass;
+	RecServer  *srv;
+} RecServerCall;
+
+static void
+rec_server_call(void *arg)
+{
+	RecServerCall *call = arg;
+
+	rec_server(call->pass, call->srv);
+}
+
 static void
 rec_server_safely(RecPass *pass, RecServer *srv)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
+	RecServerCall call = {pass, srv};
+	ErrorData  *edata = dtx_try(rec_server_call, &call);
+	int			i;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		rec_server(pass, srv);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		int			i;
+	if (edata == NULL)
+		return;
 
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-
-		/* connections to this server may be mid-command: drop them */
-		for (i = 0; i < pass->nconns; i++)
-			if (pass->conns[i]->key.serverid == srv->serverid)
-				dtx_conn_disconnect(pass->conns[i]);
-		srv->listed = false;
-		if (pass->totals)
-			pass->totals->servers_failed++;
-		rec_report(pass, srv->name, NULL, -1, pass->resolve ? "failed" : NULL,
-				   edata->message);
-		if (pass->resolve)
-			ereport(WARNING,
-					(errcode(edata->sqlerrcode),
-					 errmsg("pg_dtx recovery could not reach participant \"%s\": %s",
-							srv->name, edata->message)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	/* connections to this server may be mid-command: drop them */
+	for (i = 0; i < pass->nconns; i++)
+		if (pass->conns[i]->key.serverid == srv->serverid)
+			dtx_conn_disconnect(pass->conns[i]);
+	srv->listed = false;
+	if (pass->totals)
+		pass->totals->servers_failed++;
+	rec_report(pass, srv->name, NULL, -1, pass->resolve ? "failed" : NULL,
+			   edata->message);
+	if (pass->resolve)
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("pg_dtx recovery could not reach participant \"%s\": %s",
+						srv->name, edata->message)));
+	FreeErrorData(edata);
 }
 
 /*
