@@ -182,3 +182,187 @@ REVOKE ALL ON FUNCTION dtx.in_doubt_list(), dtx.recover(name),
     dtx.xa_recover(name), dtx.xa_commit(name, text, boolean),
     dtx.xa_rollback(name, text, boolean) FROM PUBLIC;
 GRANT SELECT ON dtx.stats TO PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Leases and fencing tokens
+-- ---------------------------------------------------------------------
+
+-- The durable state of the token counter of this database, one row,
+-- updated in place (WAL-logged and flushed) by the server only:
+-- reserved   no token above it has been handed out
+-- max_ttl_us the longest TTL granted
+-- horizon    every lease granted so far expires by then
+CREATE TABLE dtx.lease_tokens (
+    reserved   bigint      NOT NULL,
+    max_ttl_us bigint      NOT NULL,
+    horizon    timestamptz NOT NULL
+);
+INSERT INTO dtx.lease_tokens VALUES (0, 0, '-infinity');
+REVOKE ALL ON dtx.lease_tokens FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('dtx.lease_tokens', '');
+
+COMMENT ON TABLE dtx.lease_tokens IS
+  'durable state of the fencing token counter: highest reserved token, longest TTL, expiry horizon (server-maintained)';
+
+CREATE FUNCTION dtx.lease_acquire(name text, ttl interval,
+    wait interval DEFAULT '0', holder text DEFAULT NULL,
+    session boolean DEFAULT false,
+    OUT token bigint, OUT expires_at timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'dtx_lease_acquire'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION dtx.lease_acquire(text, interval, interval, text, boolean) IS
+  'acquire a lease for ttl, waiting up to wait (FIFO); returns its fencing token and expiry, or NULLs if not acquired';
+
+CREATE FUNCTION dtx.lease_renew(name text, token bigint, ttl interval)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'dtx_lease_renew'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION dtx.lease_renew(text, bigint, interval) IS
+  'extend a lease held with token to now + ttl; SQLSTATE DX011 if it is lost or expired';
+
+CREATE FUNCTION dtx.lease_release(name text, token bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'dtx_lease_release'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION dtx.lease_release(text, bigint) IS
+  'release a lease held with token, handing it to the next waiter; false if it was not held with that token (or had expired)';
+
+CREATE FUNCTION dtx.lease_break(name text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'dtx_lease_break'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION dtx.lease_break(text) IS
+  'administrator: take a lease from its holder (next waiter gets it); returns a fresh token above the broken one, or NULL if not held';
+
+REVOKE ALL ON FUNCTION dtx.lease_break(text) FROM PUBLIC;
+
+CREATE FUNCTION dtx.leases_list(
+    OUT name text, OUT state text, OUT holder text, OUT token bigint,
+    OUT acquired_at timestamptz, OUT expires_at timestamptz,
+    OUT waiters integer, OUT pid integer)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'dtx_leases'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW dtx.leases AS
+SELECT name, holder, token, acquired_at, expires_at, waiters, state, pid
+  FROM dtx.leases_list();
+
+COMMENT ON VIEW dtx.leases IS
+  'leases of this database that are held, being handed over, or waited for';
+
+CREATE FUNCTION dtx.lease_status_get(
+    OUT next_token bigint, OUT reserved_through bigint,
+    OUT horizon timestamptz, OUT max_ttl interval,
+    OUT grace_until timestamptz, OUT reservations bigint,
+    OUT leases_in_use bigint, OUT max_leases integer)
+RETURNS record
+AS 'MODULE_PATHNAME', 'dtx_lease_status'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE VIEW dtx.lease_status AS SELECT * FROM dtx.lease_status_get();
+
+COMMENT ON VIEW dtx.lease_status IS
+  'token counter of this database (next token, reserved range, horizon, grace period) and the use of the lease table';
+
+GRANT SELECT ON dtx.leases, dtx.lease_status TO PUBLIC;
+
+-- Fenced tables
+
+-- The highest token accepted per (table, resource) by rule monotonic;
+-- written by the trigger in the writing transaction.
+CREATE TABLE dtx.fence_marks (
+    relid      oid         NOT NULL,
+    resource   text        COLLATE "C" NOT NULL,
+    token      bigint      NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (relid, resource)
+);
+REVOKE ALL ON dtx.fence_marks FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('dtx.fence_marks', '');
+
+COMMENT ON TABLE dtx.fence_marks IS
+  'highest fencing token accepted per fenced table and resource (rule monotonic)';
+
+CREATE FUNCTION dtx.fence_check()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'dtx_fence_check'
+LANGUAGE C;
+
+COMMENT ON FUNCTION dtx.fence_check() IS
+  'trigger of fenced tables (installed by dtx.fence_table)';
+
+CREATE FUNCTION dtx.fence_table(tbl regclass, resource_column name DEFAULT NULL,
+    token_column name DEFAULT 'fence_token', rule text DEFAULT 'monotonic')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ oid;
+    kind "char";
+BEGIN
+    IF tbl IS NULL OR token_column IS NULL OR rule IS NULL THEN
+        RAISE EXCEPTION 'tbl, token_column and rule must not be null'
+              USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF rule NOT IN ('monotonic', 'holder') THEN
+        RAISE EXCEPTION 'unknown fencing rule "%"', rule
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Use monotonic (a token lower than the highest seen is rejected) or holder (the token must hold the lease named by the resource).';
+    END IF;
+    SELECT relkind INTO kind FROM pg_class WHERE oid = tbl;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    SELECT atttypid INTO typ FROM pg_attribute
+     WHERE attrelid = tbl AND attname = token_column AND attnum > 0 AND NOT attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % has no token column "%"', tbl, token_column
+              USING ERRCODE = 'undefined_column',
+                    HINT = format('ALTER TABLE %s ADD COLUMN %I bigint;', tbl, token_column);
+    END IF;
+    IF typ <> 'bigint'::regtype THEN
+        RAISE EXCEPTION 'token column "%" of % is of type %, not bigint', token_column, tbl, typ::regtype
+              USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    IF resource_column IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+         WHERE attrelid = tbl AND attname = resource_column AND attnum > 0 AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'table % has no resource column "%"', tbl, resource_column
+              USING ERRCODE = 'undefined_column';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS dtx_fence ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER dtx_fence BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION dtx.fence_check(%L, %L, %L, %L)',
+                   tbl, rule, token_column, coalesce(resource_column, ''), tbl::text);
+END
+$$;
+
+COMMENT ON FUNCTION dtx.fence_table(regclass, name, name, text) IS
+  'fence a table: writes with a stale fencing token are rejected (SQLSTATE DX010)';
+
+CREATE FUNCTION dtx.unfence_table(tbl regclass)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'dtx_fence') THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('DROP TRIGGER dtx_fence ON %s', tbl);
+    RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION dtx.unfence_table(regclass) IS
+  'remove the fencing trigger of a table (its high-water marks are kept); false if it was not fenced';

@@ -20,6 +20,8 @@
 #include "utils/resowner.h"
 
 #include "coordinator.h"
+#include "fence.h"
+#include "lease.h"
 #include "pg_dtx.h"
 #include "shmem.h"
 #include "twophase.h"
@@ -72,6 +74,23 @@ dtx_xact_callback(XactEvent event, void *arg)
 {
 	dtx_worker_xact_callback(event);
 	coord_xact_callback(event);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
+		dtx_fence_xact_reset();
+}
+
+/*
+ * The one subtransaction callback: forget the fence checks of an aborted
+ * subtransaction (their locks went with it), then the remote savepoints.
+ */
+static void
+dtx_subxact_cb(SubXactEvent event, SubTransactionId mySubid,
+			   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		dtx_fence_xact_reset();
+	dtx_subxact_callback(event, mySubid, parentSubid, arg);
 }
 
 /*
@@ -151,6 +170,9 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_MS | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
 
+	dtx_lease_define_gucs();
+	dtx_fence_define_gucs();
+
 	MarkGUCPrefixReserved("dtx");
 
 	dtx_shmem_init();
@@ -158,5 +180,5 @@ _PG_init(void)
 	dtx_launcher_register();
 
 	RegisterXactCallback(dtx_xact_callback, NULL);
-	RegisterSubXactCallback(dtx_subxact_callback, NULL);
+	RegisterSubXactCallback(dtx_subxact_cb, NULL);
 }

@@ -23,6 +23,9 @@
 #define ERRCODE_DTX_PARTICIPANT_STATE_UNKNOWN	MAKE_SQLSTATE('D','X','0','0','3')
 #define ERRCODE_DTX_DECISION_CONFLICT			MAKE_SQLSTATE('D','X','0','0','4')
 #define ERRCODE_DTX_NOT_OUR_TRANSACTION			MAKE_SQLSTATE('D','X','0','0','5')
+#define ERRCODE_DTX_STALE_FENCING_TOKEN			MAKE_SQLSTATE('D','X','0','1','0')
+#define ERRCODE_DTX_LEASE_NOT_HELD				MAKE_SQLSTATE('D','X','0','1','1')
+#define ERRCODE_DTX_FENCING_TOKEN_REQUIRED		MAKE_SQLSTATE('D','X','0','1','2')
 
 /* Settings (defined in pg_dtx.c) */
 extern int	dtx_connect_timeout;	/* seconds */

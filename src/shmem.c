@@ -23,6 +23,7 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
+#include "lease.h"
 #include "shmem.h"
 
 DtxShared  *dtx_shared = NULL;
@@ -45,6 +46,7 @@ dtx_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(dtx_shmem_size());
 	RequestNamedLWLockTranche("pg_dtx", 1);
+	dtx_lease_shmem_request();
 }
 
 static void
@@ -73,6 +75,7 @@ dtx_shmem_startup(void)
 		for (i = 0; i < MaxBackends; i++)
 			pg_atomic_init_u64(&dtx_shared->live[i].fxid, 0);
 	}
+	dtx_lease_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -55,6 +55,7 @@
 #include "pg_dtx.h"
 #include "recovery.h"
 #include "shmem.h"
+#include "lease.h"
 #include "worker.h"
 
 PGDLLEXPORT void dtx_launcher_main(Datum arg);
@@ -294,6 +295,9 @@ dtx_launcher_main(Datum arg)
 	int			i;
 
 	worker_start(InvalidOid, "pg_dtx launcher");
+
+	/* recovery or promotion is over: the grace period of leases starts */
+	dtx_lease_mark_epoch();
 
 	/* A restarted launcher lost its handles: workers still alive keep going. */
 	LWLockAcquire(dtx_shared->lock, LW_EXCLUSIVE);

@@ -1,0 +1,502 @@
+/*-------------------------------------------------------------------------
+ *
+ * fence.c
+ *	  Fenced tables: a BEFORE ROW trigger, dtx.fence_check, that rejects
+ *	  writes carrying a stale fencing token.
+ *
+ * dtx.fence_table() installs the trigger with four arguments: the rule
+ * ('monotonic' or 'holder'), the token column, the resource column ('' for
+ * none) and the resource used when there is no resource column.
+ *
+ * The token of a write is dtx.fencing_token when set (SET LOCAL works
+ * through transaction-mode poolers; it is then also stored in the token
+ * column), else the row's token column.  An UPDATE that sets neither would
+ * silently reuse the token of the row's last writer, so it is refused, as
+ * is a DELETE without dtx.fencing_token.
+ *
+ * Rule 'monotonic': the highest token accepted per (table, resource) is
+ * kept in dtx.fence_marks.  A lower token is rejected.  A higher token
+ * raises the mark inside the writing transaction, so a write that aborts
+ * leaves the mark where it was.  Ordering: a write with a token equal to
+ * the mark takes a share lock on (table, resource) and one that raises it
+ * an exclusive lock, both held to the end of the transaction (heavyweight
+ * locks of the lock manager, tag advisory with field4 = 0x4458).  So writers
+ * with the same token never block each other; a raise waits for writers
+ * with the old token to finish, and a writer that arrives after the raise
+ * waits for it, then sees the new mark and is rejected.  Once a write with
+ * token n has committed, no write with a lower token commits.
+ *
+ * Rule 'holder': the token must be the current token of the lease named by
+ * the resource, and that lease must not have expired.  Stricter, but only
+ * as good as the judgement at the time of the write: a holder that expires
+ * between its check and its commit still commits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/bitmapset.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "fence.h"
+#include "lease.h"
+#include "pg_dtx.h"
+
+#define FENCE_LOCK_FIELD4	0x4458	/* "DX": our advisory lock space */
+#define FENCE_CACHE_KEY		256		/* longer resources are not cached */
+
+char	   *dtx_fencing_token = NULL;
+
+/*
+ * What this transaction already checked: (table, resource) → token and
+ * the lock mode it holds.  Reset at the end of the transaction and when a
+ * subtransaction aborts (its locks and mark writes went with it).
+ */
+typedef struct FenceSeenKey
+{
+	Oid			relid;
+	uint16		len;
+	char		resource[FENCE_CACHE_KEY];
+} FenceSeenKey;
+
+typedef struct FenceSeen
+{
+	FenceSeenKey key;
+	int64		token;
+	LOCKMODE	mode;
+} FenceSeen;
+
+static HTAB *fence_seen = NULL;
+static Oid	marks_relid = InvalidOid;
+static Oid	marks_index = InvalidOid;
+
+void
+dtx_fence_xact_reset(void)
+{
+	fence_seen = NULL;			/* lived in TopTransactionContext */
+	marks_relid = InvalidOid;
+	marks_index = InvalidOid;
+}
+
+static bool
+check_fencing_token(char **newval, void **extra, GucSource source)
+{
+	int64		v;
+	char	   *end;
+
+	if (*newval == NULL || **newval == '\0')
+		return true;
+	errno = 0;
+	v = strtoi64(*newval, &end, 10);
+	if (errno != 0 || *end != '\0' || v <= 0)
+	{
+		GUC_check_errdetail("dtx.fencing_token must be a positive bigint, or empty.");
+		return false;
+	}
+	return true;
+}
+
+void
+dtx_fence_define_gucs(void)
+{
+	DefineCustomStringVariable("dtx.fencing_token",
+							   "Fencing token of the writes to fenced tables in this session or transaction.",
+							   "Set it with SET LOCAL inside the transaction (works through transaction-mode poolers). Empty: the token comes from the row's token column.",
+							   &dtx_fencing_token,
+							   "",
+							   PGC_USERSET, 0,
+							   check_fencing_token, NULL, NULL);
+}
+
+static void
+fence_lookup_marks(void)
+{
+	Oid			nsp;
+
+	if (OidIsValid(marks_relid))
+		return;
+	nsp = get_namespace_oid("dtx", false);
+	marks_relid = get_relname_relid("fence_marks", nsp);
+	marks_index = get_relname_relid("fence_marks_pkey", nsp);
+	if (!OidIsValid(marks_relid) || !OidIsValid(marks_index))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table dtx.fence_marks or its primary key does not exist"),
+				 errhint("Reinstall the extension pg_dtx.")));
+}
+
+/*
+ * fence_read_mark returns the mark of (relid, resource) as of now (latest
+ * committed, plus this transaction's own), or 0; *tuple gets a copy of the
+ * row when there is one.
+ */
+static int64
+fence_read_mark(Relation marks, Oid relid, text *resource, HeapTuple *tuple)
+{
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int64		mark = 0;
+
+	ScanKeyInit(&key[0], 1, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	ScanKeyInit(&key[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
+				PointerGetDatum(resource));
+	scan = systable_beginscan(marks, marks_index, true, SnapshotSelf, 2, key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+
+		mark = DatumGetInt64(heap_getattr(tup, 3, RelationGetDescr(marks),
+										  &isnull));
+		if (tuple)
+			*tuple = heap_copytuple(tup);
+	}
+	else if (tuple)
+		*tuple = NULL;
+	systable_endscan(scan);
+	return mark;
+}
+
+static void
+fence_write_mark(Relation marks, Oid relid, text *resource, int64 token,
+				 HeapTuple old)
+{
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+	HeapTuple	tup;
+
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = PointerGetDatum(resource);
+	values[2] = Int64GetDatum(token);
+	values[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	if (old == NULL)
+	{
+		tup = heap_form_tuple(RelationGetDescr(marks), values, nulls);
+		CatalogTupleInsert(marks, tup);
+	}
+	else
+	{
+		bool		replace[4] = {false, false, true, true};
+
+		tup = heap_modify_tuple(old, RelationGetDescr(marks), values, nulls,
+								replace);
+		CatalogTupleUpdate(marks, &old->t_self, tup);
+	}
+	CommandCounterIncrement();
+}
+
+static void
+stale_token(Relation rel, const char *resource, int64 token, int64 mark)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DTX_STALE_FENCING_TOKEN),
+			 errmsg("fencing token " INT64_FORMAT " is stale for resource \"%s\" of table %s: token " INT64_FORMAT " has been used",
+					token, resource, RelationGetRelationName(rel), mark),
+			 errdetail("Writes with tokens lower than " INT64_FORMAT " are rejected: a newer lease holder has written.",
+					   mark)));
+}
+
+/*
+ * fence_monotonic: rule 'monotonic' for one resource.
+ */
+static void
+fence_monotonic(Relation rel, const char *resource, int64 token)
+{
+	Oid			relid = RelationGetRelid(rel);
+	int			len = strlen(resource);
+	FenceSeen  *seen = NULL;
+	LOCKMODE	held = NoLock;
+	Relation	marks;
+	text	   *res;
+	uint64		h;
+	LOCKTAG		tag;
+
+	if (len < FENCE_CACHE_KEY)
+	{
+		FenceSeenKey key;
+		bool		found;
+
+		if (fence_seen == NULL)
+		{
+			HASHCTL		info;
+
+			info.keysize = sizeof(FenceSeenKey);
+			info.entrysize = sizeof(FenceSeen);
+			info.hcxt = TopTransactionContext;
+			fence_seen = hash_create("pg_dtx fence checks", 64, &info,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		}
+		memset(&key, 0, sizeof(key));
+		key.relid = relid;
+		key.len = len;
+		memcpy(key.resource, resource, len);
+		seen = hash_search(fence_seen, &key, HASH_ENTER, &found);
+		if (!found)
+		{
+			seen->token = 0;
+			seen->mode = NoLock;
+		}
+		else if (seen->token == token)
+			return;				/* checked, and the lock is held */
+		else if (token < seen->token)
+			stale_token(rel, resource, token, seen->token);
+		held = seen->mode;
+	}
+
+	h = hash_bytes_extended((const unsigned char *) resource, len, relid);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
+						 FENCE_LOCK_FIELD4);
+	res = cstring_to_text_with_len(resource, len);
+	fence_lookup_marks();
+	marks = table_open(marks_relid, RowExclusiveLock);
+
+	for (;;)
+	{
+		HeapTuple	old;
+		int64		mark = fence_read_mark(marks, relid, res, NULL);
+		LOCKMODE	want;
+
+		if (token < mark)
+			stale_token(rel, resource, token, mark);
+		want = token == mark ? ShareLock : ExclusiveLock;
+		if (held != ExclusiveLock && held != want)
+		{
+			/* lock, then look again: the mark may have moved meanwhile */
+			(void) LockAcquire(&tag, want, false, false);
+			held = want;
+			if (seen)
+				seen->mode = held;
+			continue;
+		}
+		/* the lock we hold now keeps the mark where we read it */
+		mark = fence_read_mark(marks, relid, res, &old);
+		if (token < mark)
+			stale_token(rel, resource, token, mark);
+		if (token > mark)
+		{
+			if (held != ExclusiveLock)
+				continue;
+			fence_write_mark(marks, relid, res, token, old);
+		}
+		break;
+	}
+	table_close(marks, RowExclusiveLock);
+	if (seen)
+		seen->token = token;
+}
+
+static void
+fence_holder(Relation rel, const char *resource, int64 token)
+{
+	int64		current;
+	DtxLeaseCheck r = dtx_lease_check(resource, strlen(resource), token,
+									  &current);
+
+	if (r == DTX_LEASE_OK)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_DTX_STALE_FENCING_TOKEN),
+			 errmsg("fencing token " INT64_FORMAT " does not hold lease \"%s\" for table %s",
+					token, resource, RelationGetRelationName(rel)),
+			 r == DTX_LEASE_OTHER_TOKEN ?
+			 errdetail("The lease is held with token " INT64_FORMAT ".", current) :
+			 r == DTX_LEASE_EXPIRED ?
+			 errdetail("The lease held with token " INT64_FORMAT " has expired.", token) :
+			 errdetail("Nobody holds the lease.")));
+}
+
+/* the resource of a row: its resource column as text, or the default */
+static char *
+fence_resource(Relation rel, HeapTuple tup, int attno, const char *dflt)
+{
+	Datum		d;
+	bool		isnull;
+	Oid			typoutput;
+	bool		varlena;
+
+	if (attno <= 0)
+		return (char *) dflt;
+	d = heap_getattr(tup, attno, RelationGetDescr(rel), &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("resource column \"%s\" of fenced table %s must not be null",
+						NameStr(TupleDescAttr(RelationGetDescr(rel), attno - 1)->attname),
+						RelationGetRelationName(rel))));
+	getTypeOutputInfo(TupleDescAttr(RelationGetDescr(rel), attno - 1)->atttypid,
+					  &typoutput, &varlena);
+	return OidOutputFunctionCall(typoutput, d);
+}
+
+static int
+fence_column(Relation rel, const char *name, const char *what)
+{
+	int			attno = SPI_fnumber(RelationGetDescr(rel), name);
+
+	if (attno <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s column \"%s\" of fenced table %s does not exist",
+						what, name, RelationGetRelationName(rel)),
+				 errhint("Run dtx.fence_table() again, or dtx.unfence_table().")));
+	return attno;
+}
+
+PG_FUNCTION_INFO_V1(dtx_fence_check);
+
+/*
+ * dtx.fence_check(): the trigger of fenced tables.
+ */
+Datum
+dtx_fence_check(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	desc;
+	char	  **args;
+	bool		holder_rule;
+	int			tokattno;
+	int			resattno = 0;
+	HeapTuple	newtup = NULL;
+	HeapTuple	oldtup = NULL;
+	int64		token;
+	char	   *res_new = NULL;
+	char	   *res_old = NULL;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		td->tg_trigger->tgnargs != 4)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("dtx.fence_check() must be installed by dtx.fence_table()")));
+
+	rel = td->tg_relation;
+	desc = RelationGetDescr(rel);
+	args = td->tg_trigger->tgargs;
+	holder_rule = strcmp(args[0], "holder") == 0;
+	tokattno = fence_column(rel, args[1], "token");
+	if (TupleDescAttr(desc, tokattno - 1)->atttypid != INT8OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("token column \"%s\" of fenced table %s must be of type bigint",
+						args[1], RelationGetRelationName(rel))));
+	if (args[2][0] != '\0')
+		resattno = fence_column(rel, args[2], "resource");
+
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		newtup = td->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		newtup = td->tg_newtuple;
+		oldtup = td->tg_trigtuple;
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		oldtup = td->tg_trigtuple;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("dtx.fence_check() fires on INSERT, UPDATE and DELETE only")));
+
+	if (dtx_fencing_token && dtx_fencing_token[0] != '\0')
+	{
+		token = strtoi64(dtx_fencing_token, NULL, 10);
+		if (newtup)
+		{
+			bool		isnull;
+			Datum		cur = heap_getattr(newtup, tokattno, desc, &isnull);
+
+			if (isnull || DatumGetInt64(cur) != token)
+			{
+				Datum		v = Int64GetDatum(token);
+				bool		n = false;
+
+				newtup = heap_modify_tuple_by_cols(newtup, desc, 1, &tokattno,
+												   &v, &n);
+			}
+		}
+	}
+	else
+	{
+		bool		isnull = true;
+
+		if (newtup == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_DTX_FENCING_TOKEN_REQUIRED),
+					 errmsg("DELETE from fenced table %s needs dtx.fencing_token",
+							RelationGetRelationName(rel)),
+					 errhint("SET LOCAL dtx.fencing_token = <your lease token> in the transaction.")));
+		if (oldtup &&
+			!bms_is_member(tokattno - FirstLowInvalidHeapAttributeNumber,
+						   td->tg_updatedcols))
+			ereport(ERROR,
+					(errcode(ERRCODE_DTX_FENCING_TOKEN_REQUIRED),
+					 errmsg("UPDATE of fenced table %s must set column \"%s\" or dtx.fencing_token",
+							RelationGetRelationName(rel), args[1]),
+					 errhint("Otherwise the row's old token would be reused.")));
+		token = DatumGetInt64(heap_getattr(newtup, tokattno, desc, &isnull));
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_DTX_FENCING_TOKEN_REQUIRED),
+					 errmsg("write to fenced table %s has no fencing token",
+							RelationGetRelationName(rel)),
+					 errhint("Set column \"%s\" to your lease token, or SET LOCAL dtx.fencing_token.",
+							 args[1])));
+		if (token <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("fencing token must be positive")));
+	}
+
+	if (newtup)
+		res_new = fence_resource(rel, newtup, resattno, args[3]);
+	if (oldtup)
+	{
+		res_old = fence_resource(rel, oldtup, resattno, args[3]);
+		if (res_new && strcmp(res_new, res_old) == 0)
+			res_old = NULL;
+	}
+
+	if (holder_rule)
+	{
+		if (res_new)
+			fence_holder(rel, res_new, token);
+		if (res_old)
+			fence_holder(rel, res_old, token);
+	}
+	else
+	{
+		if (res_new)
+			fence_monotonic(rel, res_new, token);
+		if (res_old)
+			fence_monotonic(rel, res_old, token);
+	}
+
+	return PointerGetDatum(newtup ? newtup : oldtup);
+}

@@ -1,0 +1,1393 @@
+/*-------------------------------------------------------------------------
+ *
+ * lease.c
+ *	  Leases: named, time-limited, fenced by strictly increasing tokens.
+ *
+ * The lease table is a partitioned shared hash table (dtx.max_leases
+ * entries, 16 partition locks) keyed by (database, name).  A name is up to
+ * 255 bytes of text and compared whole: no hashing of names into 32 or 64
+ * bits as advisory locks do.
+ *
+ * Expiry is judged on the server's monotonic clock (CLOCK_MONOTONIC), so a
+ * step of the wall clock neither shortens nor stretches a lease; the wall
+ * clock is only used to display acquired_at and expires_at.
+ *
+ * Waiters queue FIFO in the entry (a linked list through per-process waiter
+ * slots indexed by pgprocno).  Only the head of the queue watches the
+ * holder's expiry; the others sleep until their own deadline.  A release
+ * hands the lease to the head waiter (state GRANTING) and sets its latch,
+ * and nobody else's; the grantee draws its token and then wakes the new
+ * head so that it watches the new expiry.  A grant that is not taken up
+ * in the grantee's TTL (the grantee was frozen) lapses like an expired
+ * lease.
+ *
+ * Tokens come from a per-database counter.  Before a token is handed out,
+ * a range that contains it has been reserved durably: the row of
+ * dtx.lease_tokens is updated in place (WAL-logged, like VACUUM's updates
+ * of pg_class), the WAL is flushed, and with synchronous replication the
+ * synchronous standbys have confirmed it.  After a crash the counter
+ * resumes past the reserved range, so no token is handed out twice, also
+ * on a promoted synchronous standby.  One flush per range, not per token.
+ *
+ * The same row holds a horizon, a wall-clock time by which every lease
+ * granted so far has expired, and the longest TTL ever granted.  After a
+ * restart (or a promotion) no lease of that database is granted until
+ * min(horizon, start + longest TTL): a client that held a lease when the
+ * server went down may still believe it does until then.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/twophase.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "common/hashfn.h"
+#include "common/int.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "replication/syncrep.h"
+#include "replication/walsender.h"
+#include "replication/walsender_private.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "lease.h"
+#include "pg_dtx.h"
+
+#define LEASE_PARTITIONS	16	/* power of two */
+#define LEASE_MAX_DBS		64	/* databases that use leases at once */
+#define TOKEN_RANGE			8192	/* tokens reserved by one flush */
+
+int			dtx_max_leases = 4096;
+int			dtx_lease_max_ttl = 3600;
+
+typedef struct LeaseKey
+{
+	Oid			dboid;
+	uint16		len;
+	char		name[DTX_LEASE_NAME_MAX + 1];
+} LeaseKey;
+
+typedef enum LeaseState
+{
+	LEASE_FREE,					/* nobody holds it (entry kept for waiters) */
+	LEASE_HELD,					/* held until expires_mono */
+	LEASE_GRANTING				/* handed to waiter 'owner', who has until
+								 * expires_mono to take it */
+} LeaseState;
+
+typedef struct Lease
+{
+	LeaseKey	key;
+	LeaseState	state;
+	int64		token;
+	TimestampTz acquired_at;
+	TimestampTz expires_at;
+	int64		expires_mono;	/* µs on CLOCK_MONOTONIC */
+	int			owner;			/* pgprocno: grantee, or session owner; -1 */
+	int			owner_pid;		/* holder's pid when acquired */
+	bool		session;		/* released when the owner's session ends */
+	int			head;			/* FIFO queue of waiters (pgprocno), -1 */
+	int			tail;
+	int			nwaiters;
+	char		holder[DTX_LEASE_HOLDER_MAX + 1];
+} Lease;
+
+typedef struct LeaseWaiter
+{
+	int			next;			/* next in the queue, -1 */
+	bool		queued;
+	int64		ttl_us;
+	bool		session;
+	int			pid;
+	char		holder[DTX_LEASE_HOLDER_MAX + 1];
+} LeaseWaiter;
+
+/* Token counter and durable state of one database */
+typedef struct LeaseDb
+{
+	slock_t		mutex;
+	Oid			dboid;			/* InvalidOid = free slot */
+	bool		loaded;			/* read from dtx.lease_tokens */
+	bool		reserving;		/* a backend is writing the row */
+	int64		next;			/* next token to hand out */
+	int64		reserved;		/* durable: no token above this was given */
+	TimestampTz horizon;		/* durable: every lease expires by then */
+	int64		max_ttl_us;		/* durable: the longest TTL granted */
+	TimestampTz grace_until;	/* no grant before (wall clock, display) */
+	int64		grace_until_mono;	/* same on the monotonic clock */
+	uint64		flushes;		/* reservations written by this server */
+	ConditionVariable cv;		/* signalled when 'reserving' clears */
+} LeaseDb;
+
+typedef struct LeaseShared
+{
+	LWLockPadded *locks;		/* LEASE_PARTITIONS partition locks */
+	slock_t		mutex;			/* protects epoch and db slot allocation */
+	TimestampTz epoch;			/* when leases could first be granted after
+								 * this server (re)started or was promoted */
+	int			nwaiters;
+	LeaseDb		dbs[LEASE_MAX_DBS];
+	LeaseWaiter waiters[FLEXIBLE_ARRAY_MEMBER];
+} LeaseShared;
+
+/* The durable row, dtx.lease_tokens (all NOT NULL, fixed width) */
+typedef struct FormData_lease_tokens
+{
+	int64		reserved;
+	int64		max_ttl_us;
+	TimestampTz horizon;
+} FormData_lease_tokens;
+
+static LeaseShared *ls = NULL;
+static HTAB *lease_htab = NULL;
+
+/* The wait of this backend in progress, for cleanup on error or exit */
+static struct
+{
+	bool		active;
+	uint32		hash;
+	LeaseKey	key;
+} cur_wait;
+
+/* Session-bound leases of this backend, released when it exits */
+typedef struct SessionLease
+{
+	LeaseKey	key;
+	int64		token;
+} SessionLease;
+
+static SessionLease *session_leases = NULL;
+static int	n_session_leases = 0;
+static int	max_session_leases = 0;
+static bool session_exit_hook = false;
+
+/* ------------------------------------------------------------------------
+ * Settings and shared memory
+ * ------------------------------------------------------------------------
+ */
+
+void
+dtx_lease_define_gucs(void)
+{
+	DefineCustomIntVariable("dtx.max_leases",
+							"Number of leases the server can hold at once (all databases).",
+							"Each lease takes about 600 bytes of shared memory.",
+							&dtx_max_leases,
+							4096, 16, 1000000,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dtx.lease_max_ttl",
+							"Longest TTL a lease may be acquired or renewed with.",
+							"It also bounds the grace period after a restart.",
+							&dtx_lease_max_ttl,
+							3600, 1, 365 * 86400,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+}
+
+static int
+lease_nprocs(void)
+{
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
+
+static Size
+lease_shared_size(void)
+{
+	return add_size(offsetof(LeaseShared, waiters),
+					mul_size(lease_nprocs(), sizeof(LeaseWaiter)));
+}
+
+void
+dtx_lease_shmem_request(void)
+{
+	RequestAddinShmemSpace(add_size(lease_shared_size(),
+									hash_estimate_size(dtx_max_leases,
+													   sizeof(Lease))));
+	RequestNamedLWLockTranche("pg_dtx_leases", LEASE_PARTITIONS);
+}
+
+static uint32
+lease_key_hash(const void *key, Size keysize)
+{
+	const LeaseKey *k = key;
+
+	return hash_bytes((const unsigned char *) k,
+					  offsetof(LeaseKey, name) + k->len);
+}
+
+static int
+lease_key_match(const void *key1, const void *key2, Size keysize)
+{
+	const LeaseKey *a = key1;
+	const LeaseKey *b = key2;
+
+	if (a->dboid != b->dboid || a->len != b->len)
+		return 1;
+	return memcmp(a->name, b->name, a->len);
+}
+
+/* called with AddinShmemInitLock held */
+void
+dtx_lease_shmem_startup(void)
+{
+	bool		found;
+	HASHCTL		info;
+
+	ls = ShmemInitStruct("pg_dtx leases", lease_shared_size(), &found);
+	if (!found)
+	{
+		int			i;
+
+		memset(ls, 0, lease_shared_size());
+		ls->locks = GetNamedLWLockTranche("pg_dtx_leases");
+		SpinLockInit(&ls->mutex);
+		for (i = 0; i < LEASE_MAX_DBS; i++)
+		{
+			SpinLockInit(&ls->dbs[i].mutex);
+			ConditionVariableInit(&ls->dbs[i].cv);
+		}
+		ls->nwaiters = lease_nprocs();
+		for (i = 0; i < ls->nwaiters; i++)
+			ls->waiters[i].next = -1;
+	}
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(LeaseKey);
+	info.entrysize = sizeof(Lease);
+	info.hash = lease_key_hash;
+	info.match = lease_key_match;
+	info.num_partitions = LEASE_PARTITIONS;
+	lease_htab = ShmemInitHash("pg_dtx lease table",
+							   dtx_max_leases, dtx_max_leases, &info,
+							   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
+							   HASH_PARTITION | HASH_FIXED_SIZE);
+}
+
+/*
+ * dtx_lease_mark_epoch records when leases could first be granted by this
+ * server: the launcher calls it when it starts, which is after crash
+ * recovery or promotion.  The first backend to use leases calls it too, in
+ * case it runs before the launcher.
+ */
+void
+dtx_lease_mark_epoch(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&ls->mutex);
+	if (ls->epoch == 0)
+		ls->epoch = now;
+	SpinLockRelease(&ls->mutex);
+}
+
+static int64
+mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static LWLock *
+lease_partition_lock(uint32 hash)
+{
+	return &ls->locks[hash % LEASE_PARTITIONS].lock;
+}
+
+static void
+set_proc_latch(int procno)
+{
+	SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+/* ------------------------------------------------------------------------
+ * Durable token ranges
+ * ------------------------------------------------------------------------
+ */
+
+static LeaseDb *
+lease_db(void)
+{
+	LeaseDb    *free_slot = NULL;
+	int			i;
+
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("leases cannot be acquired or changed during recovery"),
+				 errhint("Use the primary server.")));
+
+	SpinLockAcquire(&ls->mutex);
+	for (i = 0; i < LEASE_MAX_DBS; i++)
+	{
+		if (ls->dbs[i].dboid == MyDatabaseId)
+		{
+			SpinLockRelease(&ls->mutex);
+			return &ls->dbs[i];
+		}
+		if (ls->dbs[i].dboid == InvalidOid && free_slot == NULL)
+			free_slot = &ls->dbs[i];
+	}
+	if (free_slot)
+		free_slot->dboid = MyDatabaseId;	/* the other fields are zero */
+	if (ls->epoch == 0)
+		ls->epoch = GetCurrentTimestamp();
+	SpinLockRelease(&ls->mutex);
+
+	if (free_slot == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("leases are in use in too many databases"),
+				 errdetail("At most %d databases of one server can use leases.",
+						   LEASE_MAX_DBS)));
+	return free_slot;
+}
+
+/*
+ * lease_wait_standbys waits until the synchronous standbys have flushed
+ * WAL up to lsn, as a commit with synchronous_commit = on would; a no-op
+ * without synchronous replication.  A wait cancelled by the user is an
+ * error here, not a warning: the reservation is not confirmed.
+ */
+static void
+lease_wait_standbys(XLogRecPtr lsn)
+{
+	int			nest;
+	bool		confirmed;
+
+	if (max_wal_senders == 0 || SyncRepStandbyNames == NULL ||
+		SyncRepStandbyNames[0] == '\0')
+		return;
+
+	nest = NewGUCNestLevel();
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_REMOTE_FLUSH)
+		(void) set_config_option("synchronous_commit", "on",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	SyncRepWaitForLSN(lsn, false);
+	AtEOXact_GUC(true, nest);
+
+	LWLockAcquire(SyncRepLock, LW_SHARED);
+	confirmed = WalSndCtl->lsn[SYNC_REP_WAIT_FLUSH] >= lsn;
+	LWLockRelease(SyncRepLock);
+	if (!confirmed)
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("canceled waiting for the synchronous standbys to confirm a fencing token reservation"),
+				 errdetail("No lease was granted.")));
+}
+
+/*
+ * lease_reserve reads the row of dtx.lease_tokens (loading the counter on
+ * first use), raises what needs raising (the reserved range, the horizon
+ * for a lease of ttl_us from now, the longest TTL) and makes the change
+ * durable before publishing it.  The caller holds db->reserving.
+ */
+static void
+lease_reserve(LeaseDb *db, int64 ttl_us)
+{
+	Oid			nsp = get_namespace_oid("dtx", false);
+	Oid			relid = get_relname_relid("lease_tokens", nsp);
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	HeapTuple	copy;
+	FormData_lease_tokens row;
+	FormData_lease_tokens *f;
+	TimestampTz now = GetCurrentTimestamp();
+	int64		next;
+	bool		need_range;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table dtx.lease_tokens does not exist"),
+				 errhint("Reinstall the extension pg_dtx.")));
+
+	rel = table_open(relid, RowExclusiveLock);
+	scan = systable_beginscan(rel, InvalidOid, false, SnapshotSelf, 0, NULL);
+	tup = systable_getnext(scan);
+	if (!HeapTupleIsValid(tup) || HeapTupleHasNulls(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("table dtx.lease_tokens must hold exactly one row"),
+				 errhint("Reinstall the extension pg_dtx.")));
+	copy = heap_copytuple(tup);
+	f = (FormData_lease_tokens *) GETSTRUCT(copy);
+	row = *f;
+
+	SpinLockAcquire(&db->mutex);
+	next = db->loaded ? db->next : row.reserved + 1;
+	need_range = !db->loaded || db->next > db->reserved;
+	f->reserved = Max(Max(row.reserved, db->reserved), next - 1);
+	if (need_range)
+		f->reserved += TOKEN_RANGE;
+	f->horizon = Max(row.horizon, db->horizon);
+	if (now + ttl_us > f->horizon)
+		f->horizon = now + 2 * ttl_us + USECS_PER_SEC;
+	f->max_ttl_us = Max(Max(row.max_ttl_us, db->max_ttl_us), ttl_us);
+	SpinLockRelease(&db->mutex);
+
+	if (memcmp(f, &row, sizeof(row)) != 0)
+	{
+		XLogRecPtr	lsn;
+
+		heap_inplace_update(rel, copy);
+		lsn = XactLastRecEnd;
+		XLogFlush(lsn);
+		lease_wait_standbys(lsn);
+	}
+	systable_endscan(scan);
+	table_close(rel, RowExclusiveLock);
+
+	SpinLockAcquire(&db->mutex);
+	if (!db->loaded)
+	{
+		TimestampTz grace;
+
+		/* a client may believe it holds a lease until then */
+		grace = Min(row.horizon, ls->epoch + row.max_ttl_us);
+		if (grace > now)
+		{
+			db->grace_until = grace;
+			db->grace_until_mono = mono_now() + (grace - now);
+		}
+		db->next = next;
+		db->loaded = true;
+	}
+	db->reserved = f->reserved;
+	db->horizon = f->horizon;
+	db->max_ttl_us = f->max_ttl_us;
+	db->flushes++;
+	SpinLockRelease(&db->mutex);
+	heap_freetuple(copy);
+}
+
+static void
+lease_reserve_done(int code, Datum arg)
+{
+	LeaseDb    *db = (LeaseDb *) DatumGetPointer(arg);
+
+	SpinLockAcquire(&db->mutex);
+	db->reserving = false;
+	SpinLockRelease(&db->mutex);
+	ConditionVariableBroadcast(&db->cv);
+}
+
+/*
+ * lease_ensure returns once the database's counter has a token in range,
+ * and the horizon covers a lease of ttl_us from now; it reserves (one
+ * backend at a time, the others wait) when not.
+ */
+static void
+lease_ensure(LeaseDb *db, int64 ttl_us)
+{
+	bool		prepared = false;
+
+	for (;;)
+	{
+		TimestampTz until = GetCurrentTimestamp() + ttl_us;
+
+		SpinLockAcquire(&db->mutex);
+		if (db->loaded && db->next <= db->reserved &&
+			until <= db->horizon && ttl_us <= db->max_ttl_us)
+		{
+			SpinLockRelease(&db->mutex);
+			break;
+		}
+		if (db->reserving)
+		{
+			SpinLockRelease(&db->mutex);
+			if (!prepared)
+				ConditionVariablePrepareToSleep(&db->cv);
+			else
+				ConditionVariableSleep(&db->cv, PG_WAIT_EXTENSION);
+			prepared = true;
+			continue;
+		}
+		db->reserving = true;
+		SpinLockRelease(&db->mutex);
+
+		PG_ENSURE_ERROR_CLEANUP(lease_reserve_done, PointerGetDatum(db));
+		{
+			lease_reserve(db, ttl_us);
+		}
+		PG_END_ENSURE_ERROR_CLEANUP(lease_reserve_done, PointerGetDatum(db));
+		lease_reserve_done(0, PointerGetDatum(db));
+	}
+	if (prepared)
+		ConditionVariableCancelSleep();
+}
+
+/*
+ * lease_draw hands out the next token if the reserved range has one and
+ * the horizon covers 'until'; else 0 (the caller ensures and retries).
+ * Called under the lease's partition lock, so that the tokens of one lease
+ * increase in the order of its grants.
+ */
+static int64
+lease_draw(LeaseDb *db, TimestampTz until)
+{
+	int64		token = 0;
+
+	SpinLockAcquire(&db->mutex);
+	if (db->loaded && db->next <= db->reserved && until <= db->horizon)
+		token = db->next++;
+	SpinLockRelease(&db->mutex);
+	return token;
+}
+
+static bool
+lease_in_grace(LeaseDb *db, int64 now, int64 *until)
+{
+	int64		g;
+
+	SpinLockAcquire(&db->mutex);
+	g = db->grace_until_mono;
+	SpinLockRelease(&db->mutex);
+	*until = g;
+	return g > now;
+}
+
+/* ------------------------------------------------------------------------
+ * The lease table
+ * ------------------------------------------------------------------------
+ */
+
+static void
+lease_key_init(LeaseKey *key, text *name)
+{
+	int			len = VARSIZE_ANY_EXHDR(name);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease name must not be empty")));
+	if (len > DTX_LEASE_NAME_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("lease name is too long"),
+				 errdetail("It has %d bytes; the limit is %d.",
+						   len, DTX_LEASE_NAME_MAX)));
+	memset(key, 0, sizeof(*key));
+	key->dboid = MyDatabaseId;
+	key->len = len;
+	memcpy(key->name, VARDATA_ANY(name), len);
+}
+
+static void
+lease_enqueue(Lease *l, int procno)
+{
+	LeaseWaiter *w = &ls->waiters[procno];
+
+	w->next = -1;
+	w->queued = true;
+	if (l->tail >= 0)
+		ls->waiters[l->tail].next = procno;
+	else
+		l->head = procno;
+	l->tail = procno;
+	l->nwaiters++;
+}
+
+/* removes procno from the queue; returns true if it was the head */
+static bool
+lease_dequeue(Lease *l, int procno)
+{
+	int			prev = -1;
+	int			cur = l->head;
+
+	while (cur >= 0 && cur != procno)
+	{
+		prev = cur;
+		cur = ls->waiters[cur].next;
+	}
+	if (cur < 0)
+		return false;
+	if (prev >= 0)
+		ls->waiters[prev].next = ls->waiters[cur].next;
+	else
+		l->head = ls->waiters[cur].next;
+	if (l->tail == procno)
+		l->tail = prev;
+	ls->waiters[cur].next = -1;
+	ls->waiters[cur].queued = false;
+	l->nwaiters--;
+	return prev < 0;
+}
+
+/*
+ * lease_free_locked ends the current holding (release, expiry taken over,
+ * break): the head waiter is granted the lease and woken, alone; with no
+ * waiter the entry goes away.
+ */
+static void
+lease_free_locked(Lease *l, uint32 hash, int64 now)
+{
+	if (l->head >= 0)
+	{
+		int			h = l->head;
+		LeaseWaiter *w = &ls->waiters[h];
+
+		(void) lease_dequeue(l, h);
+		l->state = LEASE_GRANTING;
+		l->owner = h;
+		l->owner_pid = w->pid;
+		l->session = w->session;
+		l->token = 0;
+		l->acquired_at = 0;
+		l->expires_at = 0;
+		l->expires_mono = now + w->ttl_us;
+		strlcpy(l->holder, w->holder, sizeof(l->holder));
+		set_proc_latch(h);
+	}
+	else
+		(void) hash_search_with_hash_value(lease_htab, &l->key, hash,
+										   HASH_REMOVE, NULL);
+}
+
+/*
+ * lease_sweep removes expired entries nobody waits for, from every
+ * partition; returns how many.  Used when the table is full.
+ */
+static int
+lease_sweep(void)
+{
+	HASH_SEQ_STATUS scan;
+	Lease	   *l;
+	int64		now = mono_now();
+	int			removed = 0;
+	int			i;
+
+	for (i = 0; i < LEASE_PARTITIONS; i++)
+		LWLockAcquire(&ls->locks[i].lock, LW_EXCLUSIVE);
+	hash_seq_init(&scan, lease_htab);
+	while ((l = hash_seq_search(&scan)) != NULL)
+	{
+		if (l->head < 0 &&
+			(l->state == LEASE_FREE || l->expires_mono <= now))
+		{
+			(void) hash_search(lease_htab, &l->key, HASH_REMOVE, NULL);
+			removed++;
+		}
+	}
+	for (i = LEASE_PARTITIONS - 1; i >= 0; i--)
+		LWLockRelease(&ls->locks[i].lock);
+	return removed;
+}
+
+static Lease *
+lease_enter(LeaseKey *key, uint32 hash)
+{
+	Lease	   *l;
+	bool		found;
+
+	l = hash_search_with_hash_value(lease_htab, key, hash, HASH_ENTER_NULL,
+									&found);
+	if (l == NULL)
+		return NULL;
+	if (!found)
+	{
+		l->state = LEASE_FREE;
+		l->token = 0;
+		l->owner = -1;
+		l->owner_pid = 0;
+		l->session = false;
+		l->head = l->tail = -1;
+		l->nwaiters = 0;
+		l->holder[0] = '\0';
+	}
+	return l;
+}
+
+static void
+lease_table_full(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OUT_OF_MEMORY),
+			 errmsg("too many leases"),
+			 errdetail("All %d entries of the lease table are in use.",
+					   dtx_max_leases),
+			 errhint("Release leases, or raise dtx.max_leases (takes a restart).")));
+}
+
+/* error or exit while waiting: leave the queue, pass on a grant */
+static void
+lease_wait_cleanup(int code, Datum arg)
+{
+	LWLock	   *lock;
+	Lease	   *l;
+	int			me = MyProc->pgprocno;
+
+	if (!cur_wait.active)
+		return;
+	cur_wait.active = false;
+	lock = lease_partition_lock(cur_wait.hash);
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	l = hash_search_with_hash_value(lease_htab, &cur_wait.key, cur_wait.hash,
+									HASH_FIND, NULL);
+	if (l)
+	{
+		if (ls->waiters[me].queued && lease_dequeue(l, me) && l->head >= 0)
+			set_proc_latch(l->head);
+		if (l->state == LEASE_GRANTING && l->owner == me)
+			lease_free_locked(l, cur_wait.hash, mono_now());
+		else if (l->state == LEASE_FREE && l->head < 0)
+			(void) hash_search_with_hash_value(lease_htab, &l->key,
+											   cur_wait.hash, HASH_REMOVE,
+											   NULL);
+	}
+	ls->waiters[me].queued = false;
+	LWLockRelease(lock);
+}
+
+static void
+session_leases_release(int code, Datum arg)
+{
+	int			i;
+	int64		now = mono_now();
+
+	for (i = 0; i < n_session_leases; i++)
+	{
+		SessionLease *s = &session_leases[i];
+		uint32		hash = get_hash_value(lease_htab, &s->key);
+		LWLock	   *lock = lease_partition_lock(hash);
+		Lease	   *l;
+
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		l = hash_search_with_hash_value(lease_htab, &s->key, hash,
+										HASH_FIND, NULL);
+		if (l && l->state == LEASE_HELD && l->token == s->token)
+			lease_free_locked(l, hash, now);
+		LWLockRelease(lock);
+	}
+	n_session_leases = 0;
+}
+
+static void
+session_lease_forget(LeaseKey *key, int64 token)
+{
+	int			i;
+
+	for (i = 0; i < n_session_leases; i++)
+	{
+		if (session_leases[i].token == token &&
+			lease_key_match(&session_leases[i].key, key, 0) == 0)
+		{
+			session_leases[i] = session_leases[--n_session_leases];
+			return;
+		}
+	}
+}
+
+/* makes room for one more session lease before it is granted */
+static void
+session_lease_reserve_slot(void)
+{
+	if (!session_exit_hook)
+	{
+		before_shmem_exit(session_leases_release, (Datum) 0);
+		session_exit_hook = true;
+	}
+	if (n_session_leases < max_session_leases)
+		return;
+	max_session_leases = Max(8, max_session_leases * 2);
+	if (session_leases == NULL)
+		session_leases = MemoryContextAlloc(TopMemoryContext,
+											max_session_leases * sizeof(SessionLease));
+	else
+		session_leases = repalloc(session_leases,
+								  max_session_leases * sizeof(SessionLease));
+}
+
+/*
+ * lease_acquire_internal acquires key for ttl_us, waiting up to wait_us in
+ * the FIFO queue.  Returns false if it did not get the lease in time.
+ */
+static bool
+lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
+					   const char *holder, bool session,
+					   int64 *token, TimestampTz *expires_at)
+{
+	LeaseDb    *db = lease_db();
+	uint32		hash = get_hash_value(lease_htab, key);
+	LWLock	   *lock = lease_partition_lock(hash);
+	int			me = MyProc->pgprocno;
+	LeaseWaiter *w = &ls->waiters[me];
+	int64		deadline;
+	bool		acquired = false;
+	bool		swept = false;
+
+	deadline = mono_now();
+	deadline = (wait_us > PG_INT64_MAX - deadline) ? PG_INT64_MAX : deadline + wait_us;
+
+	if (session)
+		session_lease_reserve_slot();
+
+	/* read by whoever hands us the lease, under the partition lock */
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	w->next = -1;
+	w->queued = false;
+	w->ttl_us = ttl_us;
+	w->session = session;
+	w->pid = MyProcPid;
+	strlcpy(w->holder, holder, sizeof(w->holder));
+	LWLockRelease(lock);
+
+	cur_wait.key = *key;
+	cur_wait.hash = hash;
+	cur_wait.active = true;
+
+	PG_ENSURE_ERROR_CLEANUP(lease_wait_cleanup, (Datum) 0);
+	{
+		for (;;)
+		{
+			Lease	   *l;
+			int64		now;
+			int64		grace_until;
+			int64		timeout;
+			bool		grace;
+			bool		mine;
+			bool		vacant;
+
+			lease_ensure(db, ttl_us);
+
+			LWLockAcquire(lock, LW_EXCLUSIVE);
+			now = mono_now();
+			l = lease_enter(key, hash);
+			if (l == NULL)
+			{
+				LWLockRelease(lock);
+				if (!swept && lease_sweep() > 0)
+				{
+					swept = true;
+					continue;
+				}
+				lease_table_full();
+			}
+			grace = lease_in_grace(db, now, &grace_until);
+			mine = l->state == LEASE_GRANTING && l->owner == me;
+			vacant = l->state == LEASE_FREE || l->expires_mono <= now;
+
+			if (mine ||
+				(vacant && !grace &&
+				 (w->queued ? l->head == me : l->head < 0)))
+			{
+				TimestampTz wall = GetCurrentTimestamp();
+				int64		t = lease_draw(db, wall + ttl_us);
+
+				if (t == 0)
+				{
+					/* range used up meanwhile: reserve, then try again */
+					LWLockRelease(lock);
+					continue;
+				}
+				if (w->queued)
+					(void) lease_dequeue(l, me);
+				l->state = LEASE_HELD;
+				l->token = t;
+				l->acquired_at = wall;
+				l->expires_at = wall + ttl_us;
+				l->expires_mono = now + ttl_us;
+				l->owner = session ? me : -1;
+				l->owner_pid = MyProcPid;
+				l->session = session;
+				strlcpy(l->holder, holder, sizeof(l->holder));
+				/* the new head now watches our expiry */
+				if (l->head >= 0)
+					set_proc_latch(l->head);
+				if (session)
+				{
+					session_leases[n_session_leases].key = *key;
+					session_leases[n_session_leases].token = t;
+					n_session_leases++;
+				}
+				*token = t;
+				*expires_at = l->expires_at;
+				acquired = true;
+				cur_wait.active = false;
+				LWLockRelease(lock);
+				break;
+			}
+
+			if (now >= deadline)
+			{
+				if (w->queued && lease_dequeue(l, me) && l->head >= 0)
+					set_proc_latch(l->head);
+				if (l->state == LEASE_FREE && l->head < 0)
+					(void) hash_search_with_hash_value(lease_htab, key, hash,
+													   HASH_REMOVE, NULL);
+				cur_wait.active = false;
+				LWLockRelease(lock);
+				break;
+			}
+
+			if (!w->queued)
+				lease_enqueue(l, me);
+			timeout = deadline - now;
+			if (l->head == me)
+			{
+				if (l->state != LEASE_FREE)
+					timeout = Min(timeout, l->expires_mono - now);
+				if (grace)
+					timeout = Min(timeout, grace_until - now);
+			}
+			LWLockRelease(lock);
+
+			timeout = (timeout + 999) / 1000;	/* ms, rounded up */
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 (long) Min(Max(timeout, 1), PG_INT32_MAX),
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(lease_wait_cleanup, (Datum) 0);
+
+	return acquired;
+}
+
+/* ------------------------------------------------------------------------
+ * SQL functions
+ * ------------------------------------------------------------------------
+ */
+
+static void
+check_not_null(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+/* an interval as microseconds; months count 30 days, days 24 hours */
+static int64
+interval_usecs(Interval *iv, const char *what)
+{
+	int64		us = iv->time;
+	int64		days;
+
+	if (pg_mul_s64_overflow((int64) iv->month, DAYS_PER_MONTH, &days) ||
+		pg_add_s64_overflow(days, iv->day, &days) ||
+		pg_mul_s64_overflow(days, USECS_PER_DAY, &days) ||
+		pg_add_s64_overflow(us, days, &us))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is out of range", what)));
+	return us;
+}
+
+static int64
+lease_ttl_arg(FunctionCallInfo fcinfo, int argno)
+{
+	int64		ttl;
+
+	check_not_null(fcinfo, argno, "ttl");
+	ttl = interval_usecs(PG_GETARG_INTERVAL_P(argno), "ttl");
+	if (ttl <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl must be positive")));
+	if (ttl > (int64) dtx_lease_max_ttl * USECS_PER_SEC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl is longer than dtx.lease_max_ttl"),
+				 errdetail("dtx.lease_max_ttl is %d s.", dtx_lease_max_ttl)));
+	return ttl;
+}
+
+PG_FUNCTION_INFO_V1(dtx_lease_acquire);
+
+/*
+ * dtx.lease_acquire(name, ttl, wait, holder, session)
+ *		→ (token bigint, expires_at timestamptz), or NULL if not acquired.
+ */
+Datum
+dtx_lease_acquire(PG_FUNCTION_ARGS)
+{
+	LeaseKey	key;
+	int64		ttl_us;
+	int64		wait_us;
+	char	   *holder;
+	bool		session;
+	int64		token;
+	TimestampTz expires_at;
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	check_not_null(fcinfo, 0, "lease name");
+	check_not_null(fcinfo, 2, "wait");
+	check_not_null(fcinfo, 4, "session");
+	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
+	ttl_us = lease_ttl_arg(fcinfo, 1);
+	wait_us = interval_usecs(PG_GETARG_INTERVAL_P(2), "wait");
+	if (wait_us < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wait must not be negative")));
+	if (PG_ARGISNULL(3))
+		holder = (application_name && application_name[0]) ?
+			psprintf("%s pid %d", application_name, MyProcPid) :
+			psprintf("pid %d", MyProcPid);
+	else
+		holder = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	if (strlen(holder) > DTX_LEASE_HOLDER_MAX)
+	{
+		if (!PG_ARGISNULL(3))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("lease holder is too long"),
+					 errdetail("The limit is %d bytes.", DTX_LEASE_HOLDER_MAX)));
+		holder[pg_mbcliplen(holder, strlen(holder), DTX_LEASE_HOLDER_MAX)] = '\0';
+	}
+	session = PG_GETARG_BOOL(4);
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	if (!lease_acquire_internal(&key, ttl_us, wait_us, holder, session,
+								&token, &expires_at))
+		PG_RETURN_NULL();
+
+	values[0] = Int64GetDatum(token);
+	values[1] = TimestampTzGetDatum(expires_at);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
+													  values, nulls)));
+}
+
+static void
+lease_not_held(LeaseKey *key, int64 token, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DTX_LEASE_NOT_HELD),
+			 errmsg("lease \"%s\" is not held with token " INT64_FORMAT,
+					key->name, token),
+			 errdetail_internal("%s", detail)));
+}
+
+PG_FUNCTION_INFO_V1(dtx_lease_renew);
+
+/*
+ * dtx.lease_renew(name, token, ttl) → new expires_at.  Compare-and-set on
+ * (name, token); a lease that expired or changed hands fails with DX011.
+ */
+Datum
+dtx_lease_renew(PG_FUNCTION_ARGS)
+{
+	LeaseKey	key;
+	int64		token;
+	int64		ttl_us;
+	LeaseDb    *db;
+	uint32		hash;
+	LWLock	   *lock;
+	TimestampTz expires_at;
+
+	check_not_null(fcinfo, 0, "lease name");
+	check_not_null(fcinfo, 1, "token");
+	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
+	token = PG_GETARG_INT64(1);
+	ttl_us = lease_ttl_arg(fcinfo, 2);
+	db = lease_db();
+	hash = get_hash_value(lease_htab, &key);
+	lock = lease_partition_lock(hash);
+
+	for (;;)
+	{
+		Lease	   *l;
+		int64		now;
+		TimestampTz wall;
+		bool		covered;
+		char	   *detail = NULL;
+
+		lease_ensure(db, ttl_us);
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		now = mono_now();
+		wall = GetCurrentTimestamp();
+		l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
+		if (l == NULL || l->state == LEASE_FREE)
+			detail = pstrdup("Nobody holds it.");
+		else if (l->state == LEASE_GRANTING)
+			detail = pstrdup("It is being handed to the next waiter.");
+		else if (l->token != token)
+			detail = psprintf("It is held with token " INT64_FORMAT ".", l->token);
+		else if (l->expires_mono <= now)
+			detail = psprintf("It expired at %s.",
+							  timestamptz_to_str(l->expires_at));
+		if (detail)
+		{
+			LWLockRelease(lock);
+			lease_not_held(&key, token, detail);
+		}
+		SpinLockAcquire(&db->mutex);
+		covered = wall + ttl_us <= db->horizon;
+		SpinLockRelease(&db->mutex);
+		if (!covered)
+		{
+			LWLockRelease(lock);
+			continue;
+		}
+		l->expires_at = wall + ttl_us;
+		l->expires_mono = now + ttl_us;
+		expires_at = l->expires_at;
+		LWLockRelease(lock);
+		break;
+	}
+	PG_RETURN_TIMESTAMPTZ(expires_at);
+}
+
+PG_FUNCTION_INFO_V1(dtx_lease_release);
+
+/*
+ * dtx.lease_release(name, token) → true if the lease was held with that
+ * token and had not expired.  The next waiter, if any, gets it.
+ */
+Datum
+dtx_lease_release(PG_FUNCTION_ARGS)
+{
+	LeaseKey	key;
+	int64		token;
+	uint32		hash;
+	LWLock	   *lock;
+	Lease	   *l;
+	bool		released = false;
+
+	check_not_null(fcinfo, 0, "lease name");
+	check_not_null(fcinfo, 1, "token");
+	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
+	token = PG_GETARG_INT64(1);
+	(void) lease_db();
+	hash = get_hash_value(lease_htab, &key);
+	lock = lease_partition_lock(hash);
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
+	if (l && l->state == LEASE_HELD && l->token == token)
+	{
+		int64		now = mono_now();
+
+		released = l->expires_mono > now;
+		lease_free_locked(l, hash, now);
+	}
+	LWLockRelease(lock);
+	if (released)
+		session_lease_forget(&key, token);
+	PG_RETURN_BOOL(released);
+}
+
+PG_FUNCTION_INFO_V1(dtx_lease_break);
+
+/*
+ * dtx.lease_break(name) → a fresh token, higher than the broken holder's,
+ * or NULL if nobody held the lease.  The next waiter gets the lease.
+ */
+Datum
+dtx_lease_break(PG_FUNCTION_ARGS)
+{
+	LeaseKey	key;
+	LeaseDb    *db;
+	uint32		hash;
+	LWLock	   *lock;
+	int64		token = 0;
+
+	check_not_null(fcinfo, 0, "lease name");
+	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
+	db = lease_db();
+	hash = get_hash_value(lease_htab, &key);
+	lock = lease_partition_lock(hash);
+
+	for (;;)
+	{
+		Lease	   *l;
+		int64		now;
+
+		lease_ensure(db, 0);
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		now = mono_now();
+		l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
+		if (l == NULL || l->state == LEASE_FREE || l->expires_mono <= now)
+		{
+			LWLockRelease(lock);
+			break;
+		}
+		token = lease_draw(db, GetCurrentTimestamp());
+		if (token == 0)
+		{
+			LWLockRelease(lock);
+			continue;
+		}
+		lease_free_locked(l, hash, now);
+		LWLockRelease(lock);
+		break;
+	}
+	if (token == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(token);
+}
+
+/*
+ * dtx_lease_check: the holder rule of fenced tables.  Is lease 'name' of
+ * this database held with 'token', unexpired?  *current gets the token it
+ * is held with (0 if none).
+ */
+DtxLeaseCheck
+dtx_lease_check(const char *name, int len, int64 token, int64 *current)
+{
+	LeaseKey	key;
+	uint32		hash;
+	LWLock	   *lock;
+	Lease	   *l;
+	DtxLeaseCheck result = DTX_LEASE_NOT_HELD;
+
+	*current = 0;
+	if (len <= 0 || len > DTX_LEASE_NAME_MAX)
+		return DTX_LEASE_NOT_HELD;
+	memset(&key, 0, sizeof(key));
+	key.dboid = MyDatabaseId;
+	key.len = len;
+	memcpy(key.name, name, len);
+	hash = get_hash_value(lease_htab, &key);
+	lock = lease_partition_lock(hash);
+
+	LWLockAcquire(lock, LW_SHARED);
+	l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
+	if (l && l->state == LEASE_HELD)
+	{
+		*current = l->token;
+		if (l->token != token)
+			result = DTX_LEASE_OTHER_TOKEN;
+		else if (l->expires_mono <= mono_now())
+			result = DTX_LEASE_EXPIRED;
+		else
+			result = DTX_LEASE_OK;
+	}
+	LWLockRelease(lock);
+	return result;
+}
+
+PG_FUNCTION_INFO_V1(dtx_leases);
+
+/*
+ * dtx.leases(): the leases of this database that are held, being handed
+ * over, or waited for.  Backs the dtx.leases view.
+ */
+Datum
+dtx_leases(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS scan;
+	Lease	   *l;
+	int64		now = mono_now();
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (i = 0; i < LEASE_PARTITIONS; i++)
+		LWLockAcquire(&ls->locks[i].lock, LW_SHARED);
+	hash_seq_init(&scan, lease_htab);
+	while ((l = hash_seq_search(&scan)) != NULL)
+	{
+		Datum		values[8];
+		bool		nulls[8];
+		bool		live;
+		const char *state;
+
+		if (l->key.dboid != MyDatabaseId)
+			continue;
+		live = l->state != LEASE_FREE && l->expires_mono > now;
+		if (!live && l->head < 0)
+			continue;
+		memset(nulls, 0, sizeof(nulls));
+		if (!live)
+			state = l->state == LEASE_FREE ? "free" : "expired";
+		else
+			state = l->state == LEASE_HELD ? "held" : "granting";
+		values[0] = PointerGetDatum(cstring_to_text_with_len(l->key.name,
+															 l->key.len));
+		values[1] = CStringGetTextDatum(state);
+		values[2] = CStringGetTextDatum(l->holder);
+		values[3] = Int64GetDatum(l->token);
+		values[4] = TimestampTzGetDatum(l->acquired_at);
+		values[5] = TimestampTzGetDatum(l->expires_at);
+		values[6] = Int32GetDatum(l->nwaiters);
+		values[7] = Int32GetDatum(l->owner_pid);
+		if (l->state != LEASE_HELD)
+			nulls[3] = nulls[4] = nulls[5] = true;
+		if (l->state == LEASE_FREE)
+			nulls[2] = nulls[7] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	for (i = LEASE_PARTITIONS - 1; i >= 0; i--)
+		LWLockRelease(&ls->locks[i].lock);
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(dtx_lease_status);
+
+/*
+ * dtx.lease_status(): this database's token counter and grace period, and
+ * the use of the lease table.
+ */
+Datum
+dtx_lease_status(PG_FUNCTION_ARGS)
+{
+	LeaseDb    *db = lease_db();
+	TupleDesc	tupdesc;
+	Datum		values[8];
+	bool		nulls[8];
+	LeaseDb		copy;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	lease_ensure(db, 0);		/* loads the counter */
+	SpinLockAcquire(&db->mutex);
+	copy = *db;
+	SpinLockRelease(&db->mutex);
+
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = Int64GetDatum(copy.next);
+	values[1] = Int64GetDatum(copy.reserved);
+	values[2] = TimestampTzGetDatum(copy.horizon);
+	values[3] = DirectFunctionCall7(make_interval,
+									Int32GetDatum(0), Int32GetDatum(0),
+									Int32GetDatum(0), Int32GetDatum(0),
+									Int32GetDatum(0), Int32GetDatum(0),
+									Float8GetDatum((double) copy.max_ttl_us / USECS_PER_SEC));
+	values[4] = TimestampTzGetDatum(copy.grace_until);
+	nulls[4] = copy.grace_until == 0;
+	values[5] = Int64GetDatum((int64) copy.flushes);
+	values[6] = Int64GetDatum((int64) hash_get_num_entries(lease_htab));
+	values[7] = Int32GetDatum(dtx_max_leases);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
+													  values, nulls)));
+}
