@@ -337,7 +337,9 @@ BEGIN
         RAISE EXCEPTION 'table % has no resource column "%"', tbl, resource_column
               USING ERRCODE = 'undefined_column';
     END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS dtx_fence ON %s', tbl);
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'dtx_fence') THEN
+        EXECUTE format('DROP TRIGGER dtx_fence ON %s', tbl);
+    END IF;
     EXECUTE format('CREATE TRIGGER dtx_fence BEFORE INSERT OR UPDATE OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION dtx.fence_check(%L, %L, %L, %L)',
                    tbl, rule, token_column, coalesce(resource_column, ''), tbl::text);

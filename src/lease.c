@@ -731,7 +731,7 @@ static void
 lease_table_full(void)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_OUT_OF_MEMORY),
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("too many leases"),
 			 errdetail("All %d entries of the lease table are in use.",
 					   dtx_max_leases),
