@@ -260,7 +260,8 @@ CREATE FUNCTION dtx.lease_status_get(
     OUT next_token bigint, OUT reserved_through bigint,
     OUT horizon timestamptz, OUT max_ttl interval,
     OUT grace_until timestamptz, OUT reservations bigint,
-    OUT leases_in_use bigint, OUT max_leases integer)
+    OUT leases_in_use bigint, OUT max_leases integer,
+    OUT waiter_wakeups bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'dtx_lease_status'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;

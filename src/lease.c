@@ -121,6 +121,7 @@ typedef struct LeaseWaiter
 	int			next;			/* next in the queue, -1 */
 	bool		queued;
 	int64		ttl_us;
+	int64		deadline;		/* gives up then (monotonic µs) */
 	bool		session;
 	int			pid;
 	char		holder[DTX_LEASE_HOLDER_MAX + 1];
@@ -140,6 +141,7 @@ typedef struct LeaseDb
 	TimestampTz grace_until;	/* no grant before (wall clock, display) */
 	int64		grace_until_mono;	/* same on the monotonic clock */
 	uint64		flushes;		/* reservations written by this server */
+	pg_atomic_uint64 wakeups;	/* times a waiter woke up */
 	ConditionVariable cv;		/* signalled when 'reserving' clears */
 } LeaseDb;
 
@@ -270,6 +272,7 @@ dtx_lease_shmem_startup(void)
 		for (i = 0; i < LEASE_MAX_DBS; i++)
 		{
 			SpinLockInit(&ls->dbs[i].mutex);
+			pg_atomic_init_u64(&ls->dbs[i].wakeups, 0);
 			ConditionVariableInit(&ls->dbs[i].cv);
 		}
 		ls->nwaiters = lease_nprocs();
@@ -335,6 +338,7 @@ set_proc_latch(int procno)
 static LeaseDb *
 lease_db(void)
 {
+	static LeaseDb *mine = NULL;	/* slots are never given back */
 	LeaseDb    *free_slot = NULL;
 	int			i;
 
@@ -343,6 +347,8 @@ lease_db(void)
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 				 errmsg("leases cannot be acquired or changed during recovery"),
 				 errhint("Use the primary server.")));
+	if (mine != NULL)
+		return mine;
 
 	SpinLockAcquire(&ls->mutex);
 	for (i = 0; i < LEASE_MAX_DBS; i++)
@@ -350,7 +356,8 @@ lease_db(void)
 		if (ls->dbs[i].dboid == MyDatabaseId)
 		{
 			SpinLockRelease(&ls->mutex);
-			return &ls->dbs[i];
+			mine = &ls->dbs[i];
+			return mine;
 		}
 		if (ls->dbs[i].dboid == InvalidOid && free_slot == NULL)
 			free_slot = &ls->dbs[i];
@@ -367,7 +374,8 @@ lease_db(void)
 				 errmsg("leases are in use in too many databases"),
 				 errdetail("At most %d databases of one server can use leases.",
 						   LEASE_MAX_DBS)));
-	return free_slot;
+	mine = free_slot;
+	return mine;
 }
 
 /*
@@ -564,16 +572,12 @@ lease_draw(LeaseDb *db, TimestampTz until)
 	return token;
 }
 
+/* grace_until_mono is written once, when the counter is loaded */
 static bool
 lease_in_grace(LeaseDb *db, int64 now, int64 *until)
 {
-	int64		g;
-
-	SpinLockAcquire(&db->mutex);
-	g = db->grace_until_mono;
-	SpinLockRelease(&db->mutex);
-	*until = g;
-	return g > now;
+	*until = db->grace_until_mono;
+	return *until > now;
 }
 
 /* ------------------------------------------------------------------------
@@ -856,6 +860,7 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 	w->next = -1;
 	w->queued = false;
 	w->ttl_us = ttl_us;
+	w->deadline = deadline;
 	w->session = session;
 	w->pid = MyProcPid;
 	strlcpy(w->holder, holder, sizeof(w->holder));
@@ -920,8 +925,12 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 				l->owner_pid = MyProcPid;
 				l->session = session;
 				strlcpy(l->holder, holder, sizeof(l->holder));
-				/* the new head now watches our expiry */
-				if (l->head >= 0)
+				/*
+				 * The next waiter now watches our expiry, unless it gives up
+				 * before that anyway.
+				 */
+				if (l->head >= 0 &&
+					ls->waiters[l->head].deadline > l->expires_mono)
 					set_proc_latch(l->head);
 				if (session)
 				{
@@ -967,6 +976,7 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 							 (long) Min(Max(timeout, 1), PG_INT32_MAX),
 							 PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
+			pg_atomic_fetch_add_u64(&db->wakeups, 1);
 			CHECK_FOR_INTERRUPTS();
 		}
 	}
@@ -1072,8 +1082,17 @@ dtx_lease_acquire(PG_FUNCTION_ARGS)
 	}
 	session = PG_GETARG_BOOL(4);
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
+	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
+	if (tupdesc == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
+		fcinfo->flinfo->fn_extra = tupdesc;
+		MemoryContextSwitchTo(old);
+	}
 
 	if (!lease_acquire_internal(&key, ttl_us, wait_us, holder, session,
 								&token, &expires_at))
@@ -1081,8 +1100,7 @@ dtx_lease_acquire(PG_FUNCTION_ARGS)
 
 	values[0] = Int64GetDatum(token);
 	values[1] = TimestampTzGetDatum(expires_at);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
-													  values, nulls)));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
 static void
@@ -1362,8 +1380,8 @@ dtx_lease_status(PG_FUNCTION_ARGS)
 {
 	LeaseDb    *db = lease_db();
 	TupleDesc	tupdesc;
-	Datum		values[8];
-	bool		nulls[8];
+	Datum		values[9];
+	bool		nulls[9];
 	LeaseDb		copy;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -1388,6 +1406,7 @@ dtx_lease_status(PG_FUNCTION_ARGS)
 	values[5] = Int64GetDatum((int64) copy.flushes);
 	values[6] = Int64GetDatum((int64) hash_get_num_entries(lease_htab));
 	values[7] = Int32GetDatum(dtx_max_leases);
+	values[8] = Int64GetDatum((int64) pg_atomic_read_u64(&db->wakeups));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
 													  values, nulls)));
 }
