@@ -54,8 +54,10 @@
 #include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/syscache.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -90,16 +92,43 @@ typedef struct FenceSeen
 	LOCKMODE	mode;
 } FenceSeen;
 
-static HTAB *fence_seen = NULL;
+static HTAB *fence_seen = NULL;	/* in TopMemoryContext, emptied at xact end */
+static bool fence_seen_dirty = false;
+
+/* dtx.fence_marks and its primary key; reset by any change to pg_class */
 static Oid	marks_relid = InvalidOid;
 static Oid	marks_index = InvalidOid;
+static bool marks_callback = false;
 
+static void
+fence_marks_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	marks_relid = InvalidOid;
+	marks_index = InvalidOid;
+}
+
+/*
+ * dtx_fence_xact_reset forgets the checks of the transaction (at its end,
+ * or when a subtransaction aborts: its locks and mark writes are gone).
+ */
 void
 dtx_fence_xact_reset(void)
 {
-	fence_seen = NULL;			/* lived in TopTransactionContext */
-	marks_relid = InvalidOid;
-	marks_index = InvalidOid;
+	HASH_SEQ_STATUS scan;
+	FenceSeen  *e;
+
+	if (!fence_seen_dirty)
+		return;
+	fence_seen_dirty = false;
+	if (hash_get_num_entries(fence_seen) > 1024)
+	{
+		hash_destroy(fence_seen);
+		fence_seen = NULL;
+		return;
+	}
+	hash_seq_init(&scan, fence_seen);
+	while ((e = hash_seq_search(&scan)) != NULL)
+		(void) hash_search(fence_seen, &e->key, HASH_REMOVE, NULL);
 }
 
 static bool
@@ -139,6 +168,11 @@ fence_lookup_marks(void)
 
 	if (OidIsValid(marks_relid))
 		return;
+	if (!marks_callback)
+	{
+		CacheRegisterSyscacheCallback(RELOID, fence_marks_invalidate, (Datum) 0);
+		marks_callback = true;
+	}
 	nsp = get_namespace_oid("dtx", false);
 	marks_relid = get_relname_relid("fence_marks", nsp);
 	marks_index = get_relname_relid("fence_marks_pkey", nsp);
@@ -223,7 +257,10 @@ stale_token(Relation rel, const char *resource, int64 token, int64 mark)
 }
 
 /*
- * fence_monotonic: rule 'monotonic' for one resource.
+ * fence_monotonic: rule 'monotonic' for one resource.  The common case, a
+ * token equal to the mark, costs one share lock and one index probe; a
+ * raise trades the share lock for an exclusive one (released first, so
+ * that two raisers do not deadlock on an upgrade) and reads again.
  */
 static void
 fence_monotonic(Relation rel, const char *resource, int64 token)
@@ -236,6 +273,8 @@ fence_monotonic(Relation rel, const char *resource, int64 token)
 	text	   *res;
 	uint64		h;
 	LOCKTAG		tag;
+	HeapTuple	old;
+	int64		mark;
 
 	if (len < FENCE_CACHE_KEY)
 	{
@@ -248,15 +287,17 @@ fence_monotonic(Relation rel, const char *resource, int64 token)
 
 			info.keysize = sizeof(FenceSeenKey);
 			info.entrysize = sizeof(FenceSeen);
-			info.hcxt = TopTransactionContext;
-			fence_seen = hash_create("pg_dtx fence checks", 64, &info,
+			info.hcxt = TopMemoryContext;
+			fence_seen = hash_create("pg_dtx fence checks", 16, &info,
 									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		}
-		memset(&key, 0, sizeof(key));
+		memset(&key, 0, offsetof(FenceSeenKey, resource));
 		key.relid = relid;
 		key.len = len;
 		memcpy(key.resource, resource, len);
+		memset(key.resource + len, 0, FENCE_CACHE_KEY - len);
 		seen = hash_search(fence_seen, &key, HASH_ENTER, &found);
+		fence_seen_dirty = true;
 		if (!found)
 		{
 			seen->token = 0;
@@ -276,36 +317,29 @@ fence_monotonic(Relation rel, const char *resource, int64 token)
 	fence_lookup_marks();
 	marks = table_open(marks_relid, RowExclusiveLock);
 
-	for (;;)
+	if (held == NoLock)
 	{
-		HeapTuple	old;
-		int64		mark = fence_read_mark(marks, relid, res, NULL);
-		LOCKMODE	want;
-
-		if (token < mark)
-			stale_token(rel, resource, token, mark);
-		want = token == mark ? ShareLock : ExclusiveLock;
-		if (held != ExclusiveLock && held != want)
-		{
-			/* lock, then look again: the mark may have moved meanwhile */
-			(void) LockAcquire(&tag, want, false, false);
-			held = want;
-			if (seen)
-				seen->mode = held;
-			continue;
-		}
-		/* the lock we hold now keeps the mark where we read it */
-		mark = fence_read_mark(marks, relid, res, &old);
-		if (token < mark)
-			stale_token(rel, resource, token, mark);
-		if (token > mark)
-		{
-			if (held != ExclusiveLock)
-				continue;
-			fence_write_mark(marks, relid, res, token, old);
-		}
-		break;
+		(void) LockAcquire(&tag, ShareLock, false, false);
+		held = ShareLock;
 	}
+	mark = fence_read_mark(marks, relid, res, &old);
+	if (token > mark && held != ExclusiveLock)
+	{
+		/* a raise: wait for the writers of the old token to finish */
+		if (seen == NULL || seen->mode == NoLock)
+			LockRelease(&tag, ShareLock, false);
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+		held = ExclusiveLock;
+		if (old)
+			heap_freetuple(old);
+		mark = fence_read_mark(marks, relid, res, &old);
+	}
+	if (seen)
+		seen->mode = held;
+	if (token < mark)
+		stale_token(rel, resource, token, mark);
+	if (token > mark)
+		fence_write_mark(marks, relid, res, token, old);
 	table_close(marks, RowExclusiveLock);
 	if (seen)
 		seen->token = token;
