@@ -95,3 +95,26 @@ SELECT dtx.exec('bank_b', 'SELECT 1');
 \set VERBOSITY default
 \set ON_ERROR_STOP on
 SELECT server, reachable, error IS NOT NULL AS has_error FROM dtx.probe();
+
+\echo
+\echo '-- 9. Leases and fencing tokens.  Worker A holds the lease "ledger-writer" and pauses longer than its TTL'
+\echo '--    (a GC pause); B acquires the lease with a higher token and writes; A wakes up and writes with its'
+\echo '--    old token: the fenced table rejects it (DX010).  A lease alone does not exclude; fencing does.'
+CREATE TABLE ledger (id int PRIMARY KEY, balance int NOT NULL, fence_token bigint);
+SELECT dtx.fence_table('ledger');
+SELECT token AS a_token FROM dtx.lease_acquire('ledger-writer', '1 s', holder => 'worker A') \gset
+\echo 'worker A got fencing token' :a_token
+INSERT INTO ledger VALUES (1, 100, :a_token);
+SELECT pg_sleep(1.5) AS "A is paused for 1.5 s";
+SELECT token AS b_token FROM dtx.lease_acquire('ledger-writer', '30 s', holder => 'worker B') \gset
+\echo 'worker B got fencing token' :b_token
+SELECT name, holder, token FROM dtx.leases;
+UPDATE ledger SET balance = 50, fence_token = :b_token WHERE id = 1;
+\set ON_ERROR_STOP off
+\set VERBOSITY verbose
+UPDATE ledger SET balance = 0, fence_token = :a_token WHERE id = 1;
+SELECT dtx.lease_renew('ledger-writer', :a_token, '30 s');
+\set VERBOSITY default
+\set ON_ERROR_STOP on
+SELECT * FROM ledger;
+SELECT dtx.lease_release('ledger-writer', :b_token) AS b_released;

@@ -197,7 +197,7 @@ dtx_lease_define_gucs(void)
 {
 	DefineCustomIntVariable("dtx.max_leases",
 							"Number of leases the server can hold at once (all databases).",
-							"Each lease takes about 600 bytes of shared memory.",
+							"Each lease takes about 480 bytes of shared memory.",
 							&dtx_max_leases,
 							4096, 16, 1000000,
 							PGC_POSTMASTER, 0,
