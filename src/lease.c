@@ -335,14 +335,19 @@ set_proc_latch(int procno)
  * ------------------------------------------------------------------------
  */
 
+/*
+ * lease_db returns this database's slot, allocating it on first use.
+ * Leases are changed on the primary only: for_change refuses during
+ * recovery.
+ */
 static LeaseDb *
-lease_db(void)
+lease_db(bool for_change)
 {
 	static LeaseDb *mine = NULL;	/* slots are never given back */
 	LeaseDb    *free_slot = NULL;
 	int			i;
 
-	if (RecoveryInProgress())
+	if (for_change && RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 				 errmsg("leases cannot be acquired or changed during recovery"),
@@ -364,7 +369,7 @@ lease_db(void)
 	}
 	if (free_slot)
 		free_slot->dboid = MyDatabaseId;	/* the other fields are zero */
-	if (ls->epoch == 0)
+	if (ls->epoch == 0 && for_change)
 		ls->epoch = GetCurrentTimestamp();
 	SpinLockRelease(&ls->mutex);
 
@@ -413,6 +418,33 @@ lease_wait_standbys(XLogRecPtr lsn)
 }
 
 /*
+ * lease_row_open opens dtx.lease_tokens and returns its row; the caller
+ * ends the scan and closes the table.
+ */
+static HeapTuple
+lease_row_open(Relation *rel, SysScanDesc *scan)
+{
+	Oid			nsp = get_namespace_oid("dtx", false);
+	Oid			relid = get_relname_relid("lease_tokens", nsp);
+	HeapTuple	tup;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table dtx.lease_tokens does not exist"),
+				 errhint("Reinstall the extension pg_dtx.")));
+	*rel = table_open(relid, RowExclusiveLock);
+	*scan = systable_beginscan(*rel, InvalidOid, false, SnapshotSelf, 0, NULL);
+	tup = systable_getnext(*scan);
+	if (!HeapTupleIsValid(tup) || HeapTupleHasNulls(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("table dtx.lease_tokens must hold exactly one row"),
+				 errhint("Reinstall the extension pg_dtx.")));
+	return tup;
+}
+
+/*
  * lease_reserve reads the row of dtx.lease_tokens (loading the counter on
  * first use), raises what needs raising (the reserved range, the horizon
  * for a lease of ttl_us from now, the longest TTL) and makes the change
@@ -421,11 +453,8 @@ lease_wait_standbys(XLogRecPtr lsn)
 static void
 lease_reserve(LeaseDb *db, int64 ttl_us)
 {
-	Oid			nsp = get_namespace_oid("dtx", false);
-	Oid			relid = get_relname_relid("lease_tokens", nsp);
 	Relation	rel;
 	SysScanDesc scan;
-	HeapTuple	tup;
 	HeapTuple	copy;
 	FormData_lease_tokens row;
 	FormData_lease_tokens *f;
@@ -433,21 +462,7 @@ lease_reserve(LeaseDb *db, int64 ttl_us)
 	int64		next;
 	bool		need_range;
 
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table dtx.lease_tokens does not exist"),
-				 errhint("Reinstall the extension pg_dtx.")));
-
-	rel = table_open(relid, RowExclusiveLock);
-	scan = systable_beginscan(rel, InvalidOid, false, SnapshotSelf, 0, NULL);
-	tup = systable_getnext(scan);
-	if (!HeapTupleIsValid(tup) || HeapTupleHasNulls(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("table dtx.lease_tokens must hold exactly one row"),
-				 errhint("Reinstall the extension pg_dtx.")));
-	copy = heap_copytuple(tup);
+	copy = heap_copytuple(lease_row_open(&rel, &scan));
 	f = (FormData_lease_tokens *) GETSTRUCT(copy);
 	row = *f;
 
@@ -840,7 +855,7 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 					   const char *holder, bool session,
 					   int64 *token, TimestampTz *expires_at)
 {
-	LeaseDb    *db = lease_db();
+	LeaseDb    *db = lease_db(true);
 	uint32		hash = get_hash_value(lease_htab, key);
 	LWLock	   *lock = lease_partition_lock(hash);
 	int			me = MyProc->pgprocno;
@@ -1135,7 +1150,7 @@ dtx_lease_renew(PG_FUNCTION_ARGS)
 	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
 	token = PG_GETARG_INT64(1);
 	ttl_us = lease_ttl_arg(fcinfo, 2);
-	db = lease_db();
+	db = lease_db(true);
 	hash = get_hash_value(lease_htab, &key);
 	lock = lease_partition_lock(hash);
 
@@ -1203,7 +1218,7 @@ dtx_lease_release(PG_FUNCTION_ARGS)
 	check_not_null(fcinfo, 1, "token");
 	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
 	token = PG_GETARG_INT64(1);
-	(void) lease_db();
+	(void) lease_db(true);
 	hash = get_hash_value(lease_htab, &key);
 	lock = lease_partition_lock(hash);
 
@@ -1239,7 +1254,7 @@ dtx_lease_break(PG_FUNCTION_ARGS)
 
 	check_not_null(fcinfo, 0, "lease name");
 	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
-	db = lease_db();
+	db = lease_db(true);
 	hash = get_hash_value(lease_htab, &key);
 	lock = lease_partition_lock(hash);
 
@@ -1378,7 +1393,7 @@ PG_FUNCTION_INFO_V1(dtx_lease_status);
 Datum
 dtx_lease_status(PG_FUNCTION_ARGS)
 {
-	LeaseDb    *db = lease_db();
+	LeaseDb    *db = lease_db(false);
 	TupleDesc	tupdesc;
 	Datum		values[9];
 	bool		nulls[9];
@@ -1387,12 +1402,36 @@ dtx_lease_status(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	lease_ensure(db, 0);		/* loads the counter */
 	SpinLockAcquire(&db->mutex);
 	copy = *db;
 	SpinLockRelease(&db->mutex);
-
 	memset(nulls, 0, sizeof(nulls));
+
+	if (!copy.loaded)
+	{
+		/* not used since the start: show the durable row, change nothing */
+		Relation	rel;
+		SysScanDesc scan;
+		FormData_lease_tokens *f;
+
+		f = (FormData_lease_tokens *) GETSTRUCT(lease_row_open(&rel, &scan));
+		copy.reserved = f->reserved;
+		copy.horizon = f->horizon;
+		copy.max_ttl_us = f->max_ttl_us;
+		SpinLockAcquire(&ls->mutex);
+		if (ls->epoch != 0)
+		{
+			TimestampTz grace = Min(f->horizon, ls->epoch + f->max_ttl_us);
+
+			if (grace > GetCurrentTimestamp())
+				copy.grace_until = grace;
+		}
+		SpinLockRelease(&ls->mutex);
+		systable_endscan(scan);
+		table_close(rel, RowExclusiveLock);
+		nulls[0] = true;		/* drawn from reserved + 1 at first use */
+	}
+
 	values[0] = Int64GetDatum(copy.next);
 	values[1] = Int64GetDatum(copy.reserved);
 	values[2] = TimestampTzGetDatum(copy.horizon);
