@@ -204,11 +204,15 @@ SELECT pg_catalog.pg_extension_config_dump('dtx.lease_tokens', '');
 COMMENT ON TABLE dtx.lease_tokens IS
   'durable state of the fencing token counter: highest reserved token, longest TTL, expiry horizon (server-maintained)';
 
+-- A named row type rather than OUT parameters: the executor then finds
+-- the result's descriptor in the type cache instead of building it from
+-- pg_proc at every execution.
+CREATE TYPE dtx.lease AS (token bigint, expires_at timestamptz);
+
 CREATE FUNCTION dtx.lease_acquire(name text, ttl interval,
     wait interval DEFAULT '0', holder text DEFAULT NULL,
-    session boolean DEFAULT false,
-    OUT token bigint, OUT expires_at timestamptz)
-RETURNS record
+    session boolean DEFAULT false)
+RETURNS dtx.lease
 AS 'MODULE_PATHNAME', 'dtx_lease_acquire'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 

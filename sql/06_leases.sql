@@ -146,6 +146,17 @@ INSERT INTO jobs VALUES ('sms', 2, 'new', 6);
 SELECT expect_error($$UPDATE jobs SET queue = 'sms', fence_token = 7 WHERE queue = 'mail' AND id = 1$$);
 SELECT resource, token FROM dtx.fence_marks WHERE relid = 'jobs'::regclass ORDER BY resource;
 
+-- a partitioned table: its partitions share the marks of the fenced table
+CREATE TABLE events (region text, id int, fence_token bigint) PARTITION BY LIST (region);
+CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
+CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
+SELECT dtx.fence_table('events');
+INSERT INTO events VALUES ('eu', 1, 20);
+SELECT expect_error($$INSERT INTO events VALUES ('us', 1, 19)$$);
+SELECT expect_error($$INSERT INTO events_us VALUES ('us', 2, 19)$$);
+SELECT relid::regclass, resource, token FROM dtx.fence_marks WHERE relid = 'events'::regclass;
+DROP TABLE events;
+
 -- rule holder: the token must hold the lease named by the resource, now
 CREATE TABLE leader_state (shard text PRIMARY KEY, v int, fence_token bigint);
 SELECT dtx.fence_table('leader_state', 'shard', rule => 'holder');

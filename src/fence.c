@@ -43,6 +43,7 @@
 #include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -100,11 +101,16 @@ static Oid	marks_relid = InvalidOid;
 static Oid	marks_index = InvalidOid;
 static bool marks_callback = false;
 
+/* the last partition seen and the root of its tree; reset likewise */
+static Oid	last_partition = InvalidOid;
+static Oid	last_root = InvalidOid;
+
 static void
 fence_marks_invalidate(Datum arg, int cacheid, uint32 hashvalue)
 {
 	marks_relid = InvalidOid;
 	marks_index = InvalidOid;
+	last_partition = InvalidOid;
 }
 
 /*
@@ -257,6 +263,27 @@ stale_token(Relation rel, const char *resource, int64 token, int64 mark)
 }
 
 /*
+ * The table whose marks a write checks: the fenced table itself, or for a
+ * partition, the root of its partition tree (the trigger was cloned from
+ * it), so that all partitions share one high-water mark per resource.
+ */
+static Oid
+fence_mark_relid(Relation rel)
+{
+	List	   *ancestors;
+
+	if (!rel->rd_rel->relispartition)
+		return RelationGetRelid(rel);
+	if (RelationGetRelid(rel) == last_partition)
+		return last_root;
+	ancestors = get_partition_ancestors(RelationGetRelid(rel));
+	last_partition = RelationGetRelid(rel);
+	last_root = llast_oid(ancestors);
+	list_free(ancestors);
+	return last_root;
+}
+
+/*
  * fence_monotonic: rule 'monotonic' for one resource.  The common case, a
  * token equal to the mark, costs one share lock and one index probe; a
  * raise trades the share lock for an exclusive one (released first, so
@@ -265,7 +292,7 @@ stale_token(Relation rel, const char *resource, int64 token, int64 mark)
 static void
 fence_monotonic(Relation rel, const char *resource, int64 token)
 {
-	Oid			relid = RelationGetRelid(rel);
+	Oid			relid = fence_mark_relid(rel);
 	int			len = strlen(resource);
 	FenceSeen  *seen = NULL;
 	LOCKMODE	held = NoLock;
