@@ -318,11 +318,10 @@ fence_monotonic(Relation rel, const char *resource, int64 token)
 			fence_seen = hash_create("pg_dtx fence checks", 16, &info,
 									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		}
-		memset(&key, 0, offsetof(FenceSeenKey, resource));
+		memset(&key, 0, sizeof(key));	/* hashed whole, padding too */
 		key.relid = relid;
 		key.len = len;
 		memcpy(key.resource, resource, len);
-		memset(key.resource + len, 0, FENCE_CACHE_KEY - len);
 		seen = hash_search(fence_seen, &key, HASH_ENTER, &found);
 		fence_seen_dirty = true;
 		if (!found)
