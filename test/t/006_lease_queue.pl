@@ -100,9 +100,13 @@ is(waiters(), '0', 'no waiter left');
 # -- expiry hands the lease to the next waiter --------------------------------
 $node->safe_psql('postgres', 'TRUNCATE log');
 my $exp = $node->safe_psql('postgres',
-	"SELECT extract(epoch FROM expires_at) FROM dtx.lease_acquire('q', '1 s', holder => 'sleeper')");
+	"SELECT extract(epoch FROM expires_at) FROM dtx.lease_acquire('q', '3 s', holder => 'sleeper')");
 my $e1 = start_waiter('e1', wait => '30 s', hold => 0);
-wait_for_waiters(1);
+# queued (or, on a very slow machine, served already)
+$node->poll_query_until('postgres', q{
+	SELECT EXISTS (SELECT FROM dtx.leases WHERE name = 'q' AND waiters = 1)
+	    OR EXISTS (SELECT FROM log WHERE who = 'e1')})
+  or die 'waiter e1 never queued';
 $before = wakeups();
 $e1->{h}->finish;
 is(${ $e1->{err} }, '', 'waiter for an expiring lease ran without error');
@@ -115,7 +119,7 @@ cmp_ok(wakeups() - $before, '<=', 2, 'expiry woke the waiter, about once');
 $node->safe_psql('postgres', 'TRUNCATE log');
 $held = $node->safe_psql('postgres',
 	"SELECT token FROM dtx.lease_acquire('q', '5 min', holder => 'holder')");
-my $quitter = start_waiter('quitter', wait => '300 ms');
+my $quitter = start_waiter('quitter', wait => '4 s');
 wait_for_waiters(1);
 my $patient = start_waiter('patient', wait => '60 s');
 $quitter->{h}->finish;
