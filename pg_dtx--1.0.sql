@@ -282,7 +282,7 @@ GRANT SELECT ON dtx.leases, dtx.lease_status TO PUBLIC;
 -- The highest token accepted per (table, resource) by rule monotonic;
 -- written by the trigger in the writing transaction.
 CREATE TABLE dtx.fence_marks (
-    relid      oid         NOT NULL,
+    relid      regclass    NOT NULL,   -- regclass: pg_dump keeps it by name
     resource   text        COLLATE "C" NOT NULL,
     token      bigint      NOT NULL,
     updated_at timestamptz NOT NULL,

@@ -44,6 +44,7 @@
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -167,26 +168,38 @@ dtx_fence_define_gucs(void)
 							   check_fencing_token, NULL, NULL);
 }
 
+/* the OIDs of dtx.fence_marks and its primary key, into locals */
 static void
-fence_lookup_marks(void)
+fence_lookup_marks(Oid *relid, Oid *index)
 {
-	Oid			nsp;
-
-	if (OidIsValid(marks_relid))
-		return;
-	if (!marks_callback)
-	{
-		CacheRegisterSyscacheCallback(RELOID, fence_marks_invalidate, (Datum) 0);
-		marks_callback = true;
-	}
-	nsp = get_namespace_oid("dtx", false);
-	marks_relid = get_relname_relid("fence_marks", nsp);
-	marks_index = get_relname_relid("fence_marks_pkey", nsp);
 	if (!OidIsValid(marks_relid) || !OidIsValid(marks_index))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table dtx.fence_marks or its primary key does not exist"),
-				 errhint("Reinstall the extension pg_dtx.")));
+	{
+		Oid			nsp;
+		Oid			r;
+		Oid			i;
+
+		if (!marks_callback)
+		{
+			CacheRegisterSyscacheCallback(RELOID, fence_marks_invalidate, (Datum) 0);
+			marks_callback = true;
+		}
+		nsp = get_namespace_oid("dtx", false);
+		r = get_relname_relid("fence_marks", nsp);
+		i = get_relname_relid("fence_marks_pkey", nsp);
+		if (!OidIsValid(r) || !OidIsValid(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("table dtx.fence_marks or its primary key does not exist"),
+					 errhint("Reinstall the extension pg_dtx.")));
+		marks_relid = r;
+		marks_index = i;
+		*relid = r;
+		*index = i;
+		return;
+	}
+	/* the invalidation callback may reset the statics at any catalog access */
+	*relid = marks_relid;
+	*index = marks_index;
 }
 
 /*
@@ -195,7 +208,8 @@ fence_lookup_marks(void)
  * row when there is one.
  */
 static int64
-fence_read_mark(Relation marks, Oid relid, text *resource, HeapTuple *tuple)
+fence_read_mark(Relation marks, Oid index, Oid relid, text *resource,
+				HeapTuple *tuple)
 {
 	ScanKeyData key[2];
 	SysScanDesc scan;
@@ -206,7 +220,7 @@ fence_read_mark(Relation marks, Oid relid, text *resource, HeapTuple *tuple)
 				ObjectIdGetDatum(relid));
 	ScanKeyInit(&key[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
 				PointerGetDatum(resource));
-	scan = systable_beginscan(marks, marks_index, true, SnapshotSelf, 2, key);
+	scan = systable_beginscan(marks, index, true, SnapshotSelf, 2, key);
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
 	{
@@ -263,24 +277,57 @@ stale_token(Relation rel, const char *resource, int64 token, int64 mark)
 }
 
 /*
- * The table whose marks a write checks: the fenced table itself, or for a
- * partition, the root of its partition tree (the trigger was cloned from
- * it), so that all partitions share one high-water mark per resource.
+ * The table whose marks a write checks: the fenced table.  For a partition
+ * whose trigger was cloned from a fenced ancestor, that ancestor (the
+ * nearest one with a dtx_fence trigger of its own), so that all partitions
+ * share one high-water mark per resource.
  */
+static bool
+has_own_fence_trigger(Oid relid)
+{
+	Relation	tgrel = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	ScanKeyInit(&key[0], Anum_pg_trigger_tgrelid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(relid));
+	ScanKeyInit(&key[1], Anum_pg_trigger_tgname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("dtx_fence"));
+	scan = systable_beginscan(tgrel, TriggerRelidNameIndexId, true, NULL, 2, key);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+		found = !OidIsValid(((Form_pg_trigger) GETSTRUCT(tup))->tgparentid);
+	systable_endscan(scan);
+	table_close(tgrel, AccessShareLock);
+	return found;
+}
+
 static Oid
-fence_mark_relid(Relation rel)
+fence_mark_relid(Relation rel, Trigger *trigger)
 {
 	List	   *ancestors;
+	ListCell   *lc;
+	Oid			owner;
 
-	if (!rel->rd_rel->relispartition)
+	if (!trigger->tgisclone)
 		return RelationGetRelid(rel);
 	if (RelationGetRelid(rel) == last_partition)
 		return last_root;
 	ancestors = get_partition_ancestors(RelationGetRelid(rel));
-	last_partition = RelationGetRelid(rel);
-	last_root = llast_oid(ancestors);
+	owner = llast_oid(ancestors);
+	foreach(lc, ancestors)
+	{
+		if (has_own_fence_trigger(lfirst_oid(lc)))
+		{
+			owner = lfirst_oid(lc);
+			break;
+		}
+	}
 	list_free(ancestors);
-	return last_root;
+	last_partition = RelationGetRelid(rel);
+	last_root = owner;
+	return owner;
 }
 
 /*
@@ -290,13 +337,14 @@ fence_mark_relid(Relation rel)
  * that two raisers do not deadlock on an upgrade) and reads again.
  */
 static void
-fence_monotonic(Relation rel, const char *resource, int64 token)
+fence_monotonic(Relation rel, Oid relid, const char *resource, int64 token)
 {
-	Oid			relid = fence_mark_relid(rel);
 	int			len = strlen(resource);
 	FenceSeen  *seen = NULL;
 	LOCKMODE	held = NoLock;
 	Relation	marks;
+	Oid			marks_oid;
+	Oid			index_oid;
 	text	   *res;
 	uint64		h;
 	LOCKTAG		tag;
@@ -340,15 +388,15 @@ fence_monotonic(Relation rel, const char *resource, int64 token)
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
 						 FENCE_LOCK_FIELD4);
 	res = cstring_to_text_with_len(resource, len);
-	fence_lookup_marks();
-	marks = table_open(marks_relid, RowExclusiveLock);
+	fence_lookup_marks(&marks_oid, &index_oid);
+	marks = table_open(marks_oid, RowExclusiveLock);
 
 	if (held == NoLock)
 	{
 		(void) LockAcquire(&tag, ShareLock, false, false);
 		held = ShareLock;
 	}
-	mark = fence_read_mark(marks, relid, res, &old);
+	mark = fence_read_mark(marks, index_oid, relid, res, &old);
 	if (token > mark && held != ExclusiveLock)
 	{
 		/* a raise: wait for the writers of the old token to finish */
@@ -358,7 +406,7 @@ fence_monotonic(Relation rel, const char *resource, int64 token)
 		held = ExclusiveLock;
 		if (old)
 			heap_freetuple(old);
-		mark = fence_read_mark(marks, relid, res, &old);
+		mark = fence_read_mark(marks, index_oid, relid, res, &old);
 	}
 	if (seen)
 		seen->mode = held;
@@ -552,10 +600,12 @@ dtx_fence_check(PG_FUNCTION_ARGS)
 	}
 	else
 	{
+		Oid			markrel = fence_mark_relid(rel, td->tg_trigger);
+
 		if (res_new)
-			fence_monotonic(rel, res_new, token);
+			fence_monotonic(rel, markrel, res_new, token);
 		if (res_old)
-			fence_monotonic(rel, res_old, token);
+			fence_monotonic(rel, markrel, res_old, token);
 	}
 
 	return PointerGetDatum(newtup ? newtup : oldtup);

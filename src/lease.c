@@ -142,6 +142,8 @@ typedef struct LeaseDb
 	int64		grace_until_mono;	/* same on the monotonic clock */
 	uint64		flushes;		/* reservations written by this server */
 	pg_atomic_uint64 wakeups;	/* times a waiter woke up */
+	XLogRecPtr	unconfirmed_lsn;	/* written, not confirmed by the
+									 * synchronous standbys (reserver only) */
 	ConditionVariable cv;		/* signalled when 'reserving' clears */
 } LeaseDb;
 
@@ -151,6 +153,7 @@ typedef struct LeaseShared
 	slock_t		mutex;			/* protects epoch and db slot allocation */
 	TimestampTz epoch;			/* when leases could first be granted after
 								 * this server (re)started or was promoted */
+	pg_atomic_uint32 queued;	/* waiters in all queues */
 	int			nwaiters;
 	LeaseDb		dbs[LEASE_MAX_DBS];
 	LeaseWaiter waiters[FLEXIBLE_ARRAY_MEMBER];
@@ -269,6 +272,7 @@ dtx_lease_shmem_startup(void)
 		memset(ls, 0, lease_shared_size());
 		ls->locks = GetNamedLWLockTranche("pg_dtx_leases");
 		SpinLockInit(&ls->mutex);
+		pg_atomic_init_u32(&ls->queued, 0);
 		for (i = 0; i < LEASE_MAX_DBS; i++)
 		{
 			SpinLockInit(&ls->dbs[i].mutex);
@@ -404,12 +408,16 @@ lease_wait_standbys(XLogRecPtr lsn)
 		(void) set_config_option("synchronous_commit", "on",
 								 PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
+	/* as at commit: a cancel ends the wait with a warning, not an error */
+	HOLD_INTERRUPTS();
 	SyncRepWaitForLSN(lsn, false);
+	RESUME_INTERRUPTS();
 	AtEOXact_GUC(true, nest);
 
 	LWLockAcquire(SyncRepLock, LW_SHARED);
 	confirmed = WalSndCtl->lsn[SYNC_REP_WAIT_FLUSH] >= lsn;
 	LWLockRelease(SyncRepLock);
+	CHECK_FOR_INTERRUPTS();
 	if (!confirmed)
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
@@ -418,30 +426,43 @@ lease_wait_standbys(XLogRecPtr lsn)
 }
 
 /*
- * lease_row_open opens dtx.lease_tokens and returns its row; the caller
- * ends the scan and closes the table.
+ * lease_row_open opens dtx.lease_tokens in the given lock mode and returns
+ * (palloc'd) its row, or of its rows the one with the highest reservation:
+ * a pg_dump restore adds the dumped row to the one CREATE EXTENSION
+ * inserted.  The caller closes the table.
  */
 static HeapTuple
-lease_row_open(Relation *rel, SysScanDesc *scan)
+lease_row_open(Relation *rel, LOCKMODE mode)
 {
 	Oid			nsp = get_namespace_oid("dtx", false);
 	Oid			relid = get_relname_relid("lease_tokens", nsp);
+	SysScanDesc scan;
 	HeapTuple	tup;
+	HeapTuple	best = NULL;
 
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("table dtx.lease_tokens does not exist"),
 				 errhint("Reinstall the extension pg_dtx.")));
-	*rel = table_open(relid, RowExclusiveLock);
-	*scan = systable_beginscan(*rel, InvalidOid, false, SnapshotSelf, 0, NULL);
-	tup = systable_getnext(*scan);
-	if (!HeapTupleIsValid(tup) || HeapTupleHasNulls(tup))
+	*rel = table_open(relid, mode);
+	scan = systable_beginscan(*rel, InvalidOid, false, SnapshotSelf, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		if (HeapTupleHasNulls(tup))
+			continue;
+		if (best == NULL ||
+			((FormData_lease_tokens *) GETSTRUCT(tup))->reserved >
+			((FormData_lease_tokens *) GETSTRUCT(best))->reserved)
+			best = heap_copytuple(tup);
+	}
+	systable_endscan(scan);
+	if (best == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("table dtx.lease_tokens must hold exactly one row"),
+				 errmsg("table dtx.lease_tokens has no row"),
 				 errhint("Reinstall the extension pg_dtx.")));
-	return tup;
+	return best;
 }
 
 /*
@@ -454,17 +475,24 @@ static void
 lease_reserve(LeaseDb *db, int64 ttl_us)
 {
 	Relation	rel;
-	SysScanDesc scan;
 	HeapTuple	copy;
 	FormData_lease_tokens row;
 	FormData_lease_tokens *f;
 	TimestampTz now = GetCurrentTimestamp();
 	int64		next;
 	bool		need_range;
+	XLogRecPtr	lsn;
 
-	copy = heap_copytuple(lease_row_open(&rel, &scan));
+	/* the lock keeps out UPDATEs of the row by hand while we overwrite it */
+	copy = lease_row_open(&rel, ShareRowExclusiveLock);
 	f = (FormData_lease_tokens *) GETSTRUCT(copy);
 	row = *f;
+
+	/* leases can be granted from now on: the grace period starts here */
+	SpinLockAcquire(&ls->mutex);
+	if (ls->epoch == 0)
+		ls->epoch = now;
+	SpinLockRelease(&ls->mutex);
 
 	SpinLockAcquire(&db->mutex);
 	next = db->loaded ? db->next : row.reserved + 1;
@@ -478,17 +506,26 @@ lease_reserve(LeaseDb *db, int64 ttl_us)
 	f->max_ttl_us = Max(Max(row.max_ttl_us, db->max_ttl_us), ttl_us);
 	SpinLockRelease(&db->mutex);
 
+	/*
+	 * Write, flush, and wait for the synchronous standbys.  A write whose
+	 * wait was cancelled is waited for again by the next reservation, even
+	 * if it finds nothing more to write.
+	 */
+	lsn = db->unconfirmed_lsn;
 	if (memcmp(f, &row, sizeof(row)) != 0)
 	{
-		XLogRecPtr	lsn;
-
 		heap_inplace_update(rel, copy);
 		lsn = XactLastRecEnd;
 		XLogFlush(lsn);
-		lease_wait_standbys(lsn);
 	}
-	systable_endscan(scan);
-	table_close(rel, RowExclusiveLock);
+	if (lsn != InvalidXLogRecPtr)
+	{
+		db->unconfirmed_lsn = lsn;
+		lease_wait_standbys(lsn);
+		db->unconfirmed_lsn = InvalidXLogRecPtr;
+	}
+	table_close(rel, ShareRowExclusiveLock);	/* not held to commit: the
+												 * write is not transactional */
 
 	SpinLockAcquire(&db->mutex);
 	if (!db->loaded)
@@ -634,6 +671,7 @@ lease_enqueue(Lease *l, int procno)
 		l->head = procno;
 	l->tail = procno;
 	l->nwaiters++;
+	pg_atomic_fetch_add_u32(&ls->queued, 1);
 }
 
 /* removes procno from the queue; returns true if it was the head */
@@ -659,6 +697,7 @@ lease_dequeue(Lease *l, int procno)
 	ls->waiters[cur].next = -1;
 	ls->waiters[cur].queued = false;
 	l->nwaiters--;
+	pg_atomic_fetch_sub_u32(&ls->queued, 1);
 	return prev < 0;
 }
 
@@ -720,6 +759,36 @@ lease_sweep(void)
 	for (i = LEASE_PARTITIONS - 1; i >= 0; i--)
 		LWLockRelease(&ls->locks[i].lock);
 	return removed;
+}
+
+/*
+ * dtx_lease_watchdog, run by the launcher about once a second, wakes the
+ * first waiter of every lease that has lapsed: a grant its grantee never
+ * took up (frozen, or stuck waiting for a standby), or a holding renewed
+ * to a shorter TTL than the first waiter is timing.  The first waiter
+ * normally times expiries itself; this is the safety net.
+ */
+void
+dtx_lease_watchdog(void)
+{
+	HASH_SEQ_STATUS scan;
+	Lease	   *l;
+	int64		now;
+	int			i;
+
+	if (pg_atomic_read_u32(&ls->queued) == 0)
+		return;
+	now = mono_now();
+	for (i = 0; i < LEASE_PARTITIONS; i++)
+		LWLockAcquire(&ls->locks[i].lock, LW_SHARED);
+	hash_seq_init(&scan, lease_htab);
+	while ((l = hash_seq_search(&scan)) != NULL)
+	{
+		if (l->head >= 0 && l->expires_mono <= now)
+			set_proc_latch(l->head);
+	}
+	for (i = LEASE_PARTITIONS - 1; i >= 0; i--)
+		LWLockRelease(&ls->locks[i].lock);
 }
 
 static Lease *
@@ -826,6 +895,36 @@ session_lease_forget(LeaseKey *key, int64 token)
 	}
 }
 
+/*
+ * session_leases_prune forgets the session leases that this session no
+ * longer holds (expired, taken over, broken, released by someone else).
+ */
+static void
+session_leases_prune(void)
+{
+	int			i = 0;
+
+	while (i < n_session_leases)
+	{
+		SessionLease *s = &session_leases[i];
+		uint32		hash = get_hash_value(lease_htab, &s->key);
+		LWLock	   *lock = lease_partition_lock(hash);
+		Lease	   *l;
+		bool		held;
+
+		LWLockAcquire(lock, LW_SHARED);
+		l = hash_search_with_hash_value(lease_htab, &s->key, hash,
+										HASH_FIND, NULL);
+		held = l && l->state == LEASE_HELD && l->token == s->token &&
+			l->expires_mono > mono_now();
+		LWLockRelease(lock);
+		if (held)
+			i++;
+		else
+			session_leases[i] = session_leases[--n_session_leases];
+	}
+}
+
 /* makes room for one more session lease before it is granted */
 static void
 session_lease_reserve_slot(void)
@@ -836,6 +935,9 @@ session_lease_reserve_slot(void)
 		session_exit_hook = true;
 	}
 	if (n_session_leases < max_session_leases)
+		return;
+	session_leases_prune();
+	if (n_session_leases < max_session_leases / 2)
 		return;
 	max_session_leases = Max(8, max_session_leases * 2);
 	if (session_leases == NULL)
@@ -1189,6 +1291,9 @@ dtx_lease_renew(PG_FUNCTION_ARGS)
 			LWLockRelease(lock);
 			continue;
 		}
+		/* a shorter holding: the first waiter is timing the old expiry */
+		if (l->head >= 0 && now + ttl_us < l->expires_mono)
+			set_proc_latch(l->head);
 		l->expires_at = wall + ttl_us;
 		l->expires_mono = now + ttl_us;
 		expires_at = l->expires_at;
@@ -1232,8 +1337,7 @@ dtx_lease_release(PG_FUNCTION_ARGS)
 		lease_free_locked(l, hash, now);
 	}
 	LWLockRelease(lock);
-	if (released)
-		session_lease_forget(&key, token);
+	session_lease_forget(&key, token);
 	PG_RETURN_BOOL(released);
 }
 
@@ -1339,26 +1443,38 @@ dtx_leases(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HASH_SEQ_STATUS scan;
 	Lease	   *l;
+	Lease	   *copies;
+	int			n = 0;
 	int64		now = mono_now();
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
 
+	/* copy under the locks (as GetLockStatusData does), emit after */
 	for (i = 0; i < LEASE_PARTITIONS; i++)
 		LWLockAcquire(&ls->locks[i].lock, LW_SHARED);
+	copies = palloc(sizeof(Lease) * Max(hash_get_num_entries(lease_htab), 1));
 	hash_seq_init(&scan, lease_htab);
 	while ((l = hash_seq_search(&scan)) != NULL)
+	{
+		if (l->key.dboid != MyDatabaseId)
+			continue;
+		if ((l->state == LEASE_FREE || l->expires_mono <= now) && l->head < 0)
+			continue;
+		copies[n++] = *l;
+	}
+	for (i = LEASE_PARTITIONS - 1; i >= 0; i--)
+		LWLockRelease(&ls->locks[i].lock);
+
+	for (i = 0; i < n; i++)
 	{
 		Datum		values[8];
 		bool		nulls[8];
 		bool		live;
 		const char *state;
 
-		if (l->key.dboid != MyDatabaseId)
-			continue;
+		l = &copies[i];
 		live = l->state != LEASE_FREE && l->expires_mono > now;
-		if (!live && l->head < 0)
-			continue;
 		memset(nulls, 0, sizeof(nulls));
 		if (!live)
 			state = l->state == LEASE_FREE ? "free" : "expired";
@@ -1379,8 +1495,7 @@ dtx_leases(PG_FUNCTION_ARGS)
 			nulls[2] = nulls[7] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	for (i = LEASE_PARTITIONS - 1; i >= 0; i--)
-		LWLockRelease(&ls->locks[i].lock);
+	pfree(copies);
 	return (Datum) 0;
 }
 
@@ -1411,10 +1526,9 @@ dtx_lease_status(PG_FUNCTION_ARGS)
 	{
 		/* not used since the start: show the durable row, change nothing */
 		Relation	rel;
-		SysScanDesc scan;
 		FormData_lease_tokens *f;
 
-		f = (FormData_lease_tokens *) GETSTRUCT(lease_row_open(&rel, &scan));
+		f = (FormData_lease_tokens *) GETSTRUCT(lease_row_open(&rel, AccessShareLock));
 		copy.reserved = f->reserved;
 		copy.horizon = f->horizon;
 		copy.max_ttl_us = f->max_ttl_us;
@@ -1427,8 +1541,7 @@ dtx_lease_status(PG_FUNCTION_ARGS)
 				copy.grace_until = grace;
 		}
 		SpinLockRelease(&ls->mutex);
-		systable_endscan(scan);
-		table_close(rel, RowExclusiveLock);
+		table_close(rel, AccessShareLock);
 		nulls[0] = true;		/* drawn from reserved + 1 at first use */
 	}
 

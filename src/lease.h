@@ -23,6 +23,7 @@ extern void dtx_lease_define_gucs(void);
 extern void dtx_lease_shmem_request(void);
 extern void dtx_lease_shmem_startup(void);
 extern void dtx_lease_mark_epoch(void);
+extern void dtx_lease_watchdog(void);
 
 /* What the holder rule of a fenced table found for (resource, token) */
 typedef enum DtxLeaseCheck

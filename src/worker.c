@@ -62,6 +62,7 @@ PGDLLEXPORT void dtx_launcher_main(Datum arg);
 PGDLLEXPORT void dtx_worker_main(Datum arg);
 
 #define LAUNCHER_NAPTIME_MS 10000
+#define LEASE_WATCHDOG_MS 1000
 #define WORKER_RESTART_DELAY_MS 5000
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
@@ -293,6 +294,9 @@ void
 dtx_launcher_main(Datum arg)
 {
 	int			i;
+	int			rc;
+	bool		scan_now = true;
+	TimestampTz last_scan = 0;
 
 	worker_start(InvalidOid, "pg_dtx launcher");
 
@@ -312,12 +316,25 @@ dtx_launcher_main(Datum arg)
 	}
 	LWLockRelease(dtx_shared->lock);
 
+	/*
+	 * Scan for databases when woken and every LAUNCHER_NAPTIME_MS; watch
+	 * the lease queues every LEASE_WATCHDOG_MS.
+	 */
 	for (;;)
 	{
+		TimestampTz now;
+
 		worker_check_signals();
-		launcher_scan();
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 LAUNCHER_NAPTIME_MS, PG_WAIT_EXTENSION);
+		now = GetCurrentTimestamp();
+		if (scan_now || TimestampDifferenceExceeds(last_scan, now, LAUNCHER_NAPTIME_MS))
+		{
+			launcher_scan();
+			last_scan = now;
+		}
+		dtx_lease_watchdog();
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   LEASE_WATCHDOG_MS, PG_WAIT_EXTENSION);
+		scan_now = (rc & WL_LATCH_SET) != 0;
 		ResetLatch(MyLatch);
 	}
 }

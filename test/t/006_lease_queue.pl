@@ -174,5 +174,58 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM log WHERE who = 'heir' AND
 is($node->safe_psql('postgres', "SELECT count(*) FROM dtx.leases WHERE name = 'q'"),
 	'0', 'nothing is left held or queued');
 
+# -- a grantee that never takes its grant up (frozen) -------------------------
+# The grant lapses after the grantee's TTL and the next waiter gets the
+# lease (the launcher's watchdog wakes it), instead of sleeping until its
+# own deadline.
+$node->safe_psql('postgres', 'TRUNCATE log');
+$held = $node->safe_psql('postgres',
+	"SELECT token FROM dtx.lease_acquire('q', '5 min', holder => 'holder')");
+my $frozen = start_waiter('frozen', wait => '60 s', ttl => '2 s');
+wait_for_waiters(1);
+my $frozen_pid = $node->safe_psql('postgres', q{
+	SELECT pid FROM pg_stat_activity WHERE query LIKE '%''frozen''%' AND pid <> pg_backend_pid()});
+my $behind = start_waiter('behind', wait => '60 s');
+wait_for_waiters(2);
+kill 'STOP', $frozen_pid;
+my $t0 = time;
+$node->safe_psql('postgres', "SELECT dtx.lease_release('q', $held)");
+$behind->{h}->finish;
+my $took = time - $t0;
+kill 'CONT', $frozen_pid;
+$frozen->{h}->finish;
+is(${ $behind->{err} }, '', 'the waiter behind a frozen grantee ran without error');
+is($node->safe_psql('postgres', "SELECT count(*) FROM log WHERE who = 'behind' AND token > $held"),
+	'1', 'it got the lease once the frozen grantee\'s grant lapsed');
+cmp_ok($took, '<', 30, "and soon ($took s), not at the end of its 60 s wait");
+is(${ $frozen->{err} }, '', 'the thawed grantee queued again and ran without error');
+is($node->safe_psql('postgres', "SELECT string_agg(who, ' ' ORDER BY token) FROM log"),
+	'behind frozen', 'then the thawed grantee got it, with a higher token');
+
+# -- pg_dump and restore keep the token counter and the fence marks -----------
+$node->safe_psql('postgres', 'CREATE DATABASE src');
+$node->safe_psql('src', q{
+	CREATE EXTENSION pg_dtx;
+	CREATE TABLE acct (id int PRIMARY KEY, balance int, fence_token bigint);
+	SELECT dtx.fence_table('acct');
+});
+my $last = $node->safe_psql('src', q{
+	SELECT max(t) FROM (SELECT (dtx.lease_acquire('d' || g, '1 s')).token AS t
+	                      FROM generate_series(1, 10) g) x});
+$node->safe_psql('src', "INSERT INTO acct VALUES (1, 10, $last)");
+$node->safe_psql('postgres', 'CREATE DATABASE dst');
+my $dump = $node->basedir . '/src.sql';
+$node->command_ok([ 'pg_dump', '-d', $node->connstr('src'), '-f', $dump ], 'pg_dump of a database with leases and a fenced table');
+$node->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('dst'), '-f', $dump ],
+	'restored into another database');
+# (the restored horizon brings a grace period of up to 1 s: wait for it)
+my $first = $node->safe_psql('dst',
+	"SELECT token FROM dtx.lease_acquire('after-restore', '1 min', wait => '30 s')");
+cmp_ok($first, '>', $last, "tokens continue above the dumped ones after a restore ($first > $last)");
+is($node->safe_psql('dst', q{SELECT relid::text || ' ' || resource FROM dtx.fence_marks}),
+	'acct public.acct', 'the fence mark follows the restored table');
+my ($code) = psql_error($node, 'UPDATE acct SET balance = 0, fence_token = ' . ($last - 1), db => 'dst');
+is($code, 'DX010', 'and still rejects a stale token');
+
 $node->stop;
 done_testing();
