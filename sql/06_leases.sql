@@ -156,6 +156,13 @@ SELECT expect_error($$INSERT INTO events VALUES ('us', 1, 19)$$);
 SELECT expect_error($$INSERT INTO events_us VALUES ('us', 2, 19)$$);
 SELECT relid::regclass, resource, token FROM dtx.fence_marks WHERE relid = 'events'::regclass;
 DROP TABLE events;
+-- a leaf partition fenced on its own keeps its own marks
+CREATE TABLE ranged (k int, fence_token bigint) PARTITION BY RANGE (k);
+CREATE TABLE ranged_low PARTITION OF ranged FOR VALUES FROM (0) TO (10);
+SELECT dtx.fence_table('ranged_low');
+INSERT INTO ranged VALUES (1, 5);
+SELECT relid::regclass, resource, token FROM dtx.fence_marks WHERE relid IN ('ranged'::regclass, 'ranged_low'::regclass);
+DROP TABLE ranged;
 
 -- rule holder: the token must hold the lease named by the resource, now
 CREATE TABLE leader_state (shard text PRIMARY KEY, v int, fence_token bigint);
