@@ -132,12 +132,17 @@ typedef struct LeaseDb
 {
 	slock_t		mutex;
 	Oid			dboid;			/* InvalidOid = free slot */
-	bool		loaded;			/* read from dtx.lease_tokens */
-	bool		reserving;		/* a backend is writing the row */
-	int64		next;			/* next token to hand out */
-	int64		reserved;		/* durable: no token above this was given */
-	TimestampTz horizon;		/* durable: every lease expires by then */
-	int64		max_ttl_us;		/* durable: the longest TTL granted */
+	bool		reserving;		/* a backend is writing the row (mutex) */
+	/*
+	 * Read without the mutex on the hot path; written by the reserver only
+	 * (next: drawn by compare-and-swap, under the lease's partition lock).
+	 */
+	volatile bool loaded;		/* read from dtx.lease_tokens */
+	pg_atomic_uint64 next;		/* next token to hand out */
+	pg_atomic_uint64 reserved;	/* durable: no token above this was given */
+	pg_atomic_uint64 horizon;	/* durable: every lease expires by then
+								 * (a TimestampTz) */
+	pg_atomic_uint64 max_ttl_us;	/* durable: the longest TTL granted */
 	TimestampTz grace_until;	/* no grant before (wall clock, display) */
 	int64		grace_until_mono;	/* same on the monotonic clock */
 	uint64		flushes;		/* reservations written by this server */
@@ -168,6 +173,9 @@ typedef struct FormData_lease_tokens
 } FormData_lease_tokens;
 
 static LeaseShared *ls = NULL;
+
+#define ATOMIC_GET(a)		((int64) pg_atomic_read_u64(&(a)))
+#define ATOMIC_SET(a, v)	pg_atomic_write_u64(&(a), (uint64) (v))
 static HTAB *lease_htab = NULL;
 
 /* The wait of this backend in progress, for cleanup on error or exit */
@@ -277,6 +285,10 @@ dtx_lease_shmem_startup(void)
 		{
 			SpinLockInit(&ls->dbs[i].mutex);
 			pg_atomic_init_u64(&ls->dbs[i].wakeups, 0);
+			pg_atomic_init_u64(&ls->dbs[i].next, 0);
+			pg_atomic_init_u64(&ls->dbs[i].reserved, 0);
+			pg_atomic_init_u64(&ls->dbs[i].horizon, (uint64) DT_NOBEGIN);
+			pg_atomic_init_u64(&ls->dbs[i].max_ttl_us, 0);
 			ConditionVariableInit(&ls->dbs[i].cv);
 		}
 		ls->nwaiters = lease_nprocs();
@@ -494,17 +506,16 @@ lease_reserve(LeaseDb *db, int64 ttl_us)
 		ls->epoch = now;
 	SpinLockRelease(&ls->mutex);
 
-	SpinLockAcquire(&db->mutex);
-	next = db->loaded ? db->next : row.reserved + 1;
-	need_range = !db->loaded || db->next > db->reserved;
-	f->reserved = Max(Max(row.reserved, db->reserved), next - 1);
+	/* draws may go on meanwhile, up to the reserved token: none beyond */
+	next = db->loaded ? ATOMIC_GET(db->next) : row.reserved + 1;
+	need_range = !db->loaded || next > ATOMIC_GET(db->reserved) - TOKEN_RANGE / 2;
+	f->reserved = Max(Max(row.reserved, ATOMIC_GET(db->reserved)), next - 1);
 	if (need_range)
-		f->reserved += TOKEN_RANGE;
-	f->horizon = Max(row.horizon, db->horizon);
+		f->reserved = Max(f->reserved, next - 1 + TOKEN_RANGE);
+	f->horizon = Max(row.horizon, ATOMIC_GET(db->horizon));
 	if (now + ttl_us > f->horizon)
 		f->horizon = now + 2 * ttl_us + USECS_PER_SEC;
-	f->max_ttl_us = Max(Max(row.max_ttl_us, db->max_ttl_us), ttl_us);
-	SpinLockRelease(&db->mutex);
+	f->max_ttl_us = Max(Max(row.max_ttl_us, ATOMIC_GET(db->max_ttl_us)), ttl_us);
 
 	/*
 	 * Write, flush, and wait for the synchronous standbys.  A write whose
@@ -527,7 +538,10 @@ lease_reserve(LeaseDb *db, int64 ttl_us)
 	table_close(rel, ShareRowExclusiveLock);	/* not held to commit: the
 												 * write is not transactional */
 
-	SpinLockAcquire(&db->mutex);
+	/* publish: durable now */
+	ATOMIC_SET(db->reserved, f->reserved);
+	ATOMIC_SET(db->horizon, f->horizon);
+	ATOMIC_SET(db->max_ttl_us, f->max_ttl_us);
 	if (!db->loaded)
 	{
 		TimestampTz grace;
@@ -539,14 +553,11 @@ lease_reserve(LeaseDb *db, int64 ttl_us)
 			db->grace_until = grace;
 			db->grace_until_mono = mono_now() + (grace - now);
 		}
-		db->next = next;
+		ATOMIC_SET(db->next, next);
+		pg_write_barrier();
 		db->loaded = true;
 	}
-	db->reserved = f->reserved;
-	db->horizon = f->horizon;
-	db->max_ttl_us = f->max_ttl_us;
 	db->flushes++;
-	SpinLockRelease(&db->mutex);
 	heap_freetuple(copy);
 }
 
@@ -575,13 +586,44 @@ lease_ensure(LeaseDb *db, int64 ttl_us)
 	{
 		TimestampTz until = GetCurrentTimestamp() + ttl_us;
 
-		SpinLockAcquire(&db->mutex);
-		if (db->loaded && db->next <= db->reserved &&
-			until <= db->horizon && ttl_us <= db->max_ttl_us)
+		if (db->loaded)
 		{
-			SpinLockRelease(&db->mutex);
-			break;
+			int64		next;
+			int64		reserved;
+
+			pg_read_barrier();
+			next = ATOMIC_GET(db->next);
+			reserved = ATOMIC_GET(db->reserved);
+			if (next <= reserved &&
+				until <= ATOMIC_GET(db->horizon) &&
+				ttl_us <= ATOMIC_GET(db->max_ttl_us))
+			{
+				/*
+				 * Half the range is used: reserve the next one ahead, unless
+				 * someone does already.  The others go on drawing meanwhile.
+				 */
+				if (reserved - next < TOKEN_RANGE / 2 && !db->reserving && !prepared)
+				{
+					bool		mine = false;
+
+					SpinLockAcquire(&db->mutex);
+					if (!db->reserving)
+						db->reserving = mine = true;
+					SpinLockRelease(&db->mutex);
+					if (mine)
+					{
+						PG_ENSURE_ERROR_CLEANUP(lease_reserve_done, PointerGetDatum(db));
+						{
+							lease_reserve(db, ttl_us);
+						}
+						PG_END_ENSURE_ERROR_CLEANUP(lease_reserve_done, PointerGetDatum(db));
+						lease_reserve_done(0, PointerGetDatum(db));
+					}
+				}
+				break;
+			}
 		}
+		SpinLockAcquire(&db->mutex);
 		if (db->reserving)
 		{
 			SpinLockRelease(&db->mutex);
@@ -615,13 +657,20 @@ lease_ensure(LeaseDb *db, int64 ttl_us)
 static int64
 lease_draw(LeaseDb *db, TimestampTz until)
 {
-	int64		token = 0;
+	uint64		t;
 
-	SpinLockAcquire(&db->mutex);
-	if (db->loaded && db->next <= db->reserved && until <= db->horizon)
-		token = db->next++;
-	SpinLockRelease(&db->mutex);
-	return token;
+	if (!db->loaded)
+		return 0;
+	pg_read_barrier();
+	if (until > ATOMIC_GET(db->horizon))
+		return 0;
+	t = pg_atomic_read_u64(&db->next);
+	do
+	{
+		if ((int64) t > ATOMIC_GET(db->reserved))
+			return 0;
+	} while (!pg_atomic_compare_exchange_u64(&db->next, &t, t + 1));
+	return (int64) t;
 }
 
 /* grace_until_mono is written once, when the counter is loaded */
@@ -1283,9 +1332,7 @@ dtx_lease_renew(PG_FUNCTION_ARGS)
 			LWLockRelease(lock);
 			lease_not_held(&key, token, detail);
 		}
-		SpinLockAcquire(&db->mutex);
-		covered = wall + ttl_us <= db->horizon;
-		SpinLockRelease(&db->mutex);
+		covered = wall + ttl_us <= ATOMIC_GET(db->horizon);
 		if (!covered)
 		{
 			LWLockRelease(lock);
@@ -1512,50 +1559,57 @@ dtx_lease_status(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[9];
 	bool		nulls[9];
-	LeaseDb		copy;
+	bool		loaded = db->loaded;
+	int64		next;
+	int64		reserved;
+	TimestampTz horizon;
+	int64		max_ttl_us;
+	TimestampTz grace_until = db->grace_until;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	SpinLockAcquire(&db->mutex);
-	copy = *db;
-	SpinLockRelease(&db->mutex);
+	pg_read_barrier();
+	next = ATOMIC_GET(db->next);
+	reserved = ATOMIC_GET(db->reserved);
+	horizon = ATOMIC_GET(db->horizon);
+	max_ttl_us = ATOMIC_GET(db->max_ttl_us);
 	memset(nulls, 0, sizeof(nulls));
 
-	if (!copy.loaded)
+	if (!loaded)
 	{
 		/* not used since the start: show the durable row, change nothing */
 		Relation	rel;
 		FormData_lease_tokens *f;
 
 		f = (FormData_lease_tokens *) GETSTRUCT(lease_row_open(&rel, AccessShareLock));
-		copy.reserved = f->reserved;
-		copy.horizon = f->horizon;
-		copy.max_ttl_us = f->max_ttl_us;
+		reserved = f->reserved;
+		horizon = f->horizon;
+		max_ttl_us = f->max_ttl_us;
 		SpinLockAcquire(&ls->mutex);
 		if (ls->epoch != 0)
 		{
 			TimestampTz grace = Min(f->horizon, ls->epoch + f->max_ttl_us);
 
 			if (grace > GetCurrentTimestamp())
-				copy.grace_until = grace;
+				grace_until = grace;
 		}
 		SpinLockRelease(&ls->mutex);
 		table_close(rel, AccessShareLock);
 		nulls[0] = true;		/* drawn from reserved + 1 at first use */
 	}
 
-	values[0] = Int64GetDatum(copy.next);
-	values[1] = Int64GetDatum(copy.reserved);
-	values[2] = TimestampTzGetDatum(copy.horizon);
+	values[0] = Int64GetDatum(next);
+	values[1] = Int64GetDatum(reserved);
+	values[2] = TimestampTzGetDatum(horizon);
 	values[3] = DirectFunctionCall7(make_interval,
 									Int32GetDatum(0), Int32GetDatum(0),
 									Int32GetDatum(0), Int32GetDatum(0),
 									Int32GetDatum(0), Int32GetDatum(0),
-									Float8GetDatum((double) copy.max_ttl_us / USECS_PER_SEC));
-	values[4] = TimestampTzGetDatum(copy.grace_until);
-	nulls[4] = copy.grace_until == 0;
-	values[5] = Int64GetDatum((int64) copy.flushes);
+									Float8GetDatum((double) max_ttl_us / USECS_PER_SEC));
+	values[4] = TimestampTzGetDatum(grace_until);
+	nulls[4] = grace_until == 0;
+	values[5] = Int64GetDatum((int64) db->flushes);
 	values[6] = Int64GetDatum((int64) hash_get_num_entries(lease_htab));
 	values[7] = Int32GetDatum(dtx_max_leases);
 	values[8] = Int64GetDatum((int64) pg_atomic_read_u64(&db->wakeups));
