@@ -510,8 +510,9 @@ lease_reserve(LeaseDb *db, int64 ttl_us)
 	next = db->loaded ? ATOMIC_GET(db->next) : row.reserved + 1;
 	need_range = !db->loaded || next > ATOMIC_GET(db->reserved) - TOKEN_RANGE / 2;
 	f->reserved = Max(Max(row.reserved, ATOMIC_GET(db->reserved)), next - 1);
-	if (need_range)
-		f->reserved = Max(f->reserved, next - 1 + TOKEN_RANGE);
+	if (need_range)				/* one more range past what is used or reserved */
+		f->reserved = Max(f->reserved,
+						  Max(next - 1, ATOMIC_GET(db->reserved)) + TOKEN_RANGE);
 	f->horizon = Max(row.horizon, ATOMIC_GET(db->horizon));
 	if (now + ttl_us > f->horizon)
 		f->horizon = now + 2 * ttl_us + USECS_PER_SEC;
