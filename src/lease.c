@@ -1202,6 +1202,16 @@ lease_ttl_arg(FunctionCallInfo fcinfo, int argno)
 	return ttl;
 }
 
+/* argument 0, the lease name: its key, hash and partition lock */
+static LWLock *
+lease_name_arg(FunctionCallInfo fcinfo, LeaseKey *key, uint32 *hash)
+{
+	check_not_null(fcinfo, 0, "lease name");
+	lease_key_init(key, PG_GETARG_TEXT_PP(0));
+	*hash = get_hash_value(lease_htab, key);
+	return lease_partition_lock(*hash);
+}
+
 PG_FUNCTION_INFO_V1(dtx_lease_acquire);
 
 /*
@@ -1297,14 +1307,11 @@ dtx_lease_renew(PG_FUNCTION_ARGS)
 	LWLock	   *lock;
 	TimestampTz expires_at;
 
-	check_not_null(fcinfo, 0, "lease name");
+	lock = lease_name_arg(fcinfo, &key, &hash);
 	check_not_null(fcinfo, 1, "token");
-	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
 	token = PG_GETARG_INT64(1);
 	ttl_us = lease_ttl_arg(fcinfo, 2);
 	db = lease_db(true);
-	hash = get_hash_value(lease_htab, &key);
-	lock = lease_partition_lock(hash);
 
 	for (;;)
 	{
@@ -1367,13 +1374,10 @@ dtx_lease_release(PG_FUNCTION_ARGS)
 	Lease	   *l;
 	bool		released = false;
 
-	check_not_null(fcinfo, 0, "lease name");
+	lock = lease_name_arg(fcinfo, &key, &hash);
 	check_not_null(fcinfo, 1, "token");
-	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
 	token = PG_GETARG_INT64(1);
 	(void) lease_db(true);
-	hash = get_hash_value(lease_htab, &key);
-	lock = lease_partition_lock(hash);
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
@@ -1404,11 +1408,8 @@ dtx_lease_break(PG_FUNCTION_ARGS)
 	LWLock	   *lock;
 	int64		token = 0;
 
-	check_not_null(fcinfo, 0, "lease name");
-	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
+	lock = lease_name_arg(fcinfo, &key, &hash);
 	db = lease_db(true);
-	hash = get_hash_value(lease_htab, &key);
-	lock = lease_partition_lock(hash);
 
 	for (;;)
 	{
