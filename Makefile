@@ -18,7 +18,7 @@ libpq_dir := $(shell $(PG_CONFIG) --includedir)
 PG_CPPFLAGS = -I$(libpq_dir) -Isrc
 PG_CFLAGS = -std=gnu99 -Wall -Wmissing-prototypes -Wpointer-arith -Wendif-labels \
             -Wmissing-format-attribute -Wformat-security
-SHLIB_LINK = -lpq
+SHLIB_LINK = -lpq -lcurl
 
 # Tests are driven by test/run-tests (it counts every regress, isolation and
 # TAP test); the lists live there, not here.

@@ -373,3 +373,458 @@ $$;
 
 COMMENT ON FUNCTION dtx.unfence_table(regclass) IS
   'remove the fencing trigger of a table (its high-water marks are kept); false if it was not fenced';
+
+-- ---------------------------------------------------------------------------
+-- Transactional outbox: sinks, routes, the hot queue, dead letters, inbox
+-- ---------------------------------------------------------------------------
+
+-- Where messages go.  The columns after "owner" are the dispatcher's state.
+CREATE TABLE dtx.outbox_sink (
+    sink_id     int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text COLLATE "C" NOT NULL UNIQUE,
+    kind        text NOT NULL CHECK (kind IN ('postgres', 'http', 'notify')),
+    options     jsonb NOT NULL,
+    owner       regrole NOT NULL DEFAULT current_user::regrole,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    breaker     text NOT NULL DEFAULT 'closed'
+                CHECK (breaker IN ('closed', 'open', 'half-open')),
+    breaker_until timestamptz,
+    failures    int NOT NULL DEFAULT 0,
+    delivered   bigint NOT NULL DEFAULT 0,
+    last_error  text,
+    last_error_at timestamptz
+);
+REVOKE ALL ON dtx.outbox_sink FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('dtx.outbox_sink', '');
+
+-- Which topics go to which sink; '*' in a pattern matches any characters.
+CREATE TABLE dtx.outbox_route (
+    topic_pattern text COLLATE "C" NOT NULL,
+    sink_id     int NOT NULL REFERENCES dtx.outbox_sink ON DELETE CASCADE,
+    like_pattern text COLLATE "C" NOT NULL GENERATED ALWAYS AS
+        (replace(replace(replace(replace(topic_pattern, '\', '\\'), '%', '\%'),
+                         '_', '\_'), '*', '%')) STORED,
+    PRIMARY KEY (topic_pattern, sink_id)
+);
+REVOKE ALL ON dtx.outbox_route FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('dtx.outbox_route', '');
+
+CREATE SEQUENCE dtx.outbox_message_id_seq;
+SELECT pg_catalog.pg_extension_config_dump('dtx.outbox_message_id_seq', '');
+
+-- The hot table: one row per (message, sink) not yet delivered.  sink_id 0
+-- holds messages no route matched when they were sent.
+CREATE TABLE dtx.outbox (
+    message_id  bigint NOT NULL,
+    sink_id     int NOT NULL,
+    topic       text COLLATE "C" NOT NULL,
+    key         text COLLATE "C",
+    payload     jsonb NOT NULL,
+    headers     jsonb,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    attempts    int NOT NULL DEFAULT 0,		-- finished, failed attempts
+    next_attempt_at timestamptz NOT NULL DEFAULT '-infinity',
+    crashes     int NOT NULL DEFAULT 0,		-- 1 = suspect, 1 + n = n solo crashes
+    last_error  text,
+    PRIMARY KEY (sink_id, message_id)
+) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0,
+        autovacuum_vacuum_threshold = 2000, autovacuum_vacuum_insert_scale_factor = 0,
+        autovacuum_vacuum_insert_threshold = 10000);
+CREATE INDEX outbox_key_idx ON dtx.outbox (sink_id, key, message_id) WHERE key IS NOT NULL;
+REVOKE ALL ON dtx.outbox FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('dtx.outbox', '');
+
+-- Attempts in progress: one row per batch, from its claim to its outcome.
+-- A row left behind is an attempt that crashed the dispatcher.
+CREATE TABLE dtx.outbox_attempt (
+    attempt_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sink_id     int NOT NULL,
+    message_ids bigint[] NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON dtx.outbox_attempt FROM PUBLIC;
+
+CREATE TABLE dtx.outbox_dead (
+    message_id  bigint NOT NULL,
+    sink        text COLLATE "C" NOT NULL,
+    topic       text COLLATE "C" NOT NULL,
+    key         text COLLATE "C",
+    payload     jsonb NOT NULL,
+    headers     jsonb,
+    created_at  timestamptz NOT NULL,
+    attempts    int NOT NULL,
+    reason      text NOT NULL,
+    last_error  text,
+    died_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sink, message_id)
+);
+REVOKE ALL ON dtx.outbox_dead FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('dtx.outbox_dead', '');
+
+-- Delivered messages, kept dtx.outbox_keep_delivered (0: none kept)
+CREATE TABLE dtx.outbox_delivered (
+    message_id  bigint NOT NULL,
+    sink_id     int NOT NULL,
+    topic       text COLLATE "C" NOT NULL,
+    key         text COLLATE "C",
+    created_at  timestamptz NOT NULL,
+    delivered_at timestamptz NOT NULL DEFAULT now(),
+    attempts    int NOT NULL
+);
+CREATE INDEX outbox_delivered_at_idx ON dtx.outbox_delivered (delivered_at);
+REVOKE ALL ON dtx.outbox_delivered FROM PUBLIC;
+
+CREATE FUNCTION dtx.outbox_send(topic text, payload jsonb, key text DEFAULT NULL,
+                                headers jsonb DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'dtx_outbox_send'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER;
+REVOKE ALL ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) FROM PUBLIC;
+
+COMMENT ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) IS
+  'queue a message in the current transaction; delivered after commit to every sink routed for its topic';
+
+CREATE FUNCTION dtx.sink_create(name text, kind text, options jsonb DEFAULT '{}')
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    known text[];
+    k text;
+    v jsonb;
+    id int;
+BEGIN
+    IF name IS NULL OR name = '' OR kind IS NULL OR options IS NULL THEN
+        RAISE EXCEPTION 'sink name, kind and options must not be null or empty'
+            USING ERRCODE = '22004';
+    END IF;
+    IF jsonb_typeof(options) <> 'object' THEN
+        RAISE EXCEPTION 'sink options must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    known := ARRAY['batch_size', 'max_attempts', 'backoff_base_ms', 'backoff_max_ms',
+                   'breaker_threshold', 'breaker_cooldown_ms', 'timeout_ms'];
+    IF kind = 'http' THEN
+        known := known || ARRAY['url', 'headers', 'concurrency'];
+        IF coalesce(options->>'url', '') !~ '^https?://[^/]' THEN
+            RAISE EXCEPTION 'http sink "%" needs option "url" (http:// or https://)', name
+                USING ERRCODE = '22023';
+        END IF;
+        IF options ? 'headers' AND (jsonb_typeof(options->'headers') <> 'object' OR
+            EXISTS (SELECT FROM jsonb_each(options->'headers') h
+                    WHERE jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$'
+                       OR h.value->>0 ~ '[\r\n]')) THEN
+            RAISE EXCEPTION 'option "headers" of sink "%" must map header names to strings', name
+                USING ERRCODE = '22023';
+        END IF;
+    ELSIF kind = 'postgres' THEN
+        known := known || ARRAY['server', 'table'];
+        IF options->>'server' IS NULL OR options->>'table' IS NULL THEN
+            RAISE EXCEPTION 'postgres sink "%" needs options "server" and "table"', name
+                USING ERRCODE = '22023';
+        END IF;
+        IF NOT EXISTS (SELECT FROM pg_foreign_server WHERE srvname = options->>'server') THEN
+            RAISE EXCEPTION 'server "%" does not exist', options->>'server'
+                USING ERRCODE = '42704';
+        END IF;
+        PERFORM parse_ident(options->>'table');
+    ELSIF kind = 'notify' THEN
+        known := known || ARRAY['channel'];
+        IF coalesce(options->>'channel', '') = '' OR octet_length(options->>'channel') > 63 THEN
+            RAISE EXCEPTION 'notify sink "%" needs option "channel" (1 to 63 bytes)', name
+                USING ERRCODE = '22023';
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'unknown sink kind "%"', kind
+            USING ERRCODE = '22023', HINT = 'Kinds are postgres, http and notify.';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(options) LOOP
+        IF NOT k = ANY (known) THEN
+            RAISE EXCEPTION 'unknown option "%" for a % sink', k, kind
+                USING ERRCODE = '22023', HINT = 'Valid options: ' || array_to_string(known, ', ');
+        END IF;
+        IF k IN ('batch_size', 'max_attempts', 'backoff_base_ms', 'backoff_max_ms',
+                 'breaker_threshold', 'breaker_cooldown_ms', 'timeout_ms', 'concurrency')
+           AND (jsonb_typeof(v) <> 'number' OR v::numeric <> trunc(v::numeric)
+                OR v::numeric < 1 OR v::numeric > 2147483647) THEN
+            RAISE EXCEPTION 'option "%" of sink "%" must be a positive integer', k, name
+                USING ERRCODE = '22023';
+        END IF;
+        IF k IN ('url', 'server', 'table', 'channel') AND jsonb_typeof(v) <> 'string' THEN
+            RAISE EXCEPTION 'option "%" of sink "%" must be a string', k, name
+                USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+    IF (options->>'batch_size')::int > 10000 OR (options->>'concurrency')::int > 1000 THEN
+        RAISE EXCEPTION 'batch_size is at most 10000 and concurrency at most 1000'
+            USING ERRCODE = '22023';
+    END IF;
+    BEGIN
+        INSERT INTO dtx.outbox_sink (name, kind, options)
+        VALUES (sink_create.name, sink_create.kind, sink_create.options)
+        RETURNING sink_id INTO id;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'sink "%" already exists', name USING ERRCODE = '42710';
+    END;
+    RETURN id;
+END
+$$;
+REVOKE ALL ON FUNCTION dtx.sink_create(text, text, jsonb) FROM PUBLIC;
+
+COMMENT ON FUNCTION dtx.sink_create(text, text, jsonb) IS
+  'create a sink: kind postgres (server, table), http (url, headers, timeout_ms) or notify (channel)';
+
+CREATE FUNCTION dtx.sink_drop(name text, force boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s dtx.outbox_sink;
+    n bigint;
+BEGIN
+    SELECT * INTO s FROM dtx.outbox_sink WHERE outbox_sink.name = sink_drop.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'sink "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    SELECT count(*) INTO n FROM dtx.outbox WHERE sink_id = s.sink_id;
+    IF n > 0 AND NOT force THEN
+        RAISE EXCEPTION 'sink "%" has % undelivered messages', name, n
+            USING ERRCODE = '55006',
+                  HINT = 'Wait for them, or use dtx.sink_drop(name, force => true) to move them to dtx.outbox_dead.';
+    END IF;
+    INSERT INTO dtx.outbox_dead (message_id, sink, topic, key, payload, headers,
+                                 created_at, attempts, reason, last_error)
+    SELECT o.message_id, s.name, o.topic, o.key, o.payload, o.headers, o.created_at,
+           o.attempts, 'sink dropped', o.last_error
+    FROM dtx.outbox o WHERE o.sink_id = s.sink_id
+    ON CONFLICT DO NOTHING;
+    DELETE FROM dtx.outbox WHERE sink_id = s.sink_id;
+    DELETE FROM dtx.outbox_sink WHERE sink_id = s.sink_id;
+END
+$$;
+REVOKE ALL ON FUNCTION dtx.sink_drop(text, boolean) FROM PUBLIC;
+
+CREATE FUNCTION dtx.route_create(topic_pattern text, sink text)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid int;
+    n bigint;
+BEGIN
+    IF topic_pattern IS NULL OR topic_pattern = '' OR sink IS NULL THEN
+        RAISE EXCEPTION 'topic pattern and sink must not be null or empty' USING ERRCODE = '22004';
+    END IF;
+    SELECT sink_id INTO sid FROM dtx.outbox_sink s WHERE s.name = route_create.sink;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'sink "%" does not exist', sink USING ERRCODE = '42704';
+    END IF;
+    INSERT INTO dtx.outbox_route (topic_pattern, sink_id) VALUES (route_create.topic_pattern, sid)
+    ON CONFLICT DO NOTHING;
+    -- messages sent while no route matched their topic go to this sink now
+    WITH moved AS (
+        DELETE FROM dtx.outbox o
+        USING dtx.outbox_route r
+        WHERE o.sink_id = 0 AND r.sink_id = sid AND r.topic_pattern = route_create.topic_pattern
+          AND o.topic LIKE r.like_pattern
+        RETURNING o.*)
+    INSERT INTO dtx.outbox (message_id, sink_id, topic, key, payload, headers, created_at)
+    SELECT message_id, sid, topic, key, payload, headers, created_at FROM moved;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM dtx.outbox_wake();
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION dtx.route_create(text, text) FROM PUBLIC;
+
+COMMENT ON FUNCTION dtx.route_create(text, text) IS
+  'route topics matching a pattern (* = any characters) to a sink; returns how many unrouted messages it took over';
+
+CREATE FUNCTION dtx.route_drop(topic_pattern text, sink text)
+RETURNS boolean
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH d AS (
+        DELETE FROM dtx.outbox_route r USING dtx.outbox_sink s
+        WHERE r.sink_id = s.sink_id AND s.name = route_drop.sink
+          AND r.topic_pattern = route_drop.topic_pattern
+        RETURNING 1)
+    SELECT count(*) > 0 FROM d
+$$;
+REVOKE ALL ON FUNCTION dtx.route_drop(text, text) FROM PUBLIC;
+
+CREATE FUNCTION dtx.outbox_wake()
+RETURNS void
+AS 'MODULE_PATHNAME', 'dtx_outbox_wake'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION dtx.outbox_wake() IS
+  'wake the dispatcher when the current transaction commits (for rows queued by other means)';
+
+CREATE VIEW dtx.outbox_status AS
+SELECT s.name AS sink, s.kind,
+       count(o.message_id) FILTER (WHERE o.next_attempt_at <= now()
+                                   AND NOT coalesce(o.message_id = ANY (a.ids), false)) AS ready,
+       count(o.message_id) FILTER (WHERE o.message_id = ANY (a.ids)) AS in_flight,
+       count(o.message_id) FILTER (WHERE o.next_attempt_at > now()
+                                   AND NOT coalesce(o.message_id = ANY (a.ids), false)) AS deferred,
+       s.delivered,
+       (SELECT count(*) FROM dtx.outbox_dead d WHERE d.sink = s.name) AS dead,
+       now() - min(o.created_at) FILTER (WHERE o.next_attempt_at <= now()) AS oldest_ready_age,
+       CASE WHEN s.breaker = 'open' AND s.breaker_until <= now() THEN 'half-open'
+            ELSE s.breaker END AS breaker,
+       s.failures AS consecutive_failures,
+       s.last_error, s.last_error_at
+FROM dtx.outbox_sink s
+LEFT JOIN LATERAL (SELECT array_agg(x) AS ids FROM dtx.outbox_attempt t, unnest(t.message_ids) x
+                   WHERE t.sink_id = s.sink_id) a ON true
+LEFT JOIN dtx.outbox o ON o.sink_id = s.sink_id
+GROUP BY s.sink_id, a.ids
+UNION ALL
+SELECT '(unrouted)', NULL, count(*), 0, 0, 0, 0, now() - min(o.created_at), NULL, NULL, NULL, NULL
+FROM dtx.outbox o WHERE o.sink_id = 0 HAVING count(*) > 0;
+
+COMMENT ON VIEW dtx.outbox_status IS
+  'per sink: messages ready, in flight, deferred (backing off), delivered, dead; oldest ready age; circuit breaker';
+
+CREATE FUNCTION dtx.outbox_replay(message_id bigint, sink text DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n int;
+BEGIN
+    IF message_id IS NULL THEN
+        RAISE EXCEPTION 'message id must not be null' USING ERRCODE = '22004';
+    END IF;
+    WITH moved AS (
+        DELETE FROM dtx.outbox_dead d USING dtx.outbox_sink s
+        WHERE d.message_id = outbox_replay.message_id AND d.sink = s.name
+          AND (outbox_replay.sink IS NULL OR d.sink = outbox_replay.sink)
+        RETURNING d.*, s.sink_id)
+    INSERT INTO dtx.outbox (message_id, sink_id, topic, key, payload, headers, created_at)
+    SELECT m.message_id, m.sink_id, m.topic, m.key, m.payload, m.headers, m.created_at FROM moved m
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 AND NOT EXISTS (SELECT FROM dtx.outbox_dead d WHERE d.message_id = outbox_replay.message_id) THEN
+        RAISE EXCEPTION 'no dead letter with message id %', message_id USING ERRCODE = '42704';
+    END IF;
+    PERFORM dtx.outbox_wake();
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION dtx.outbox_replay(bigint, text) FROM PUBLIC;
+
+COMMENT ON FUNCTION dtx.outbox_replay(bigint, text) IS
+  'move a dead letter back to the queue (all its sinks, or one); delivered again from its first attempt';
+
+CREATE FUNCTION dtx.outbox_replay_all(sink text)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid int;
+    n bigint;
+BEGIN
+    SELECT s.sink_id INTO sid FROM dtx.outbox_sink s WHERE s.name = outbox_replay_all.sink;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'sink "%" does not exist', sink USING ERRCODE = '42704';
+    END IF;
+    WITH moved AS (
+        DELETE FROM dtx.outbox_dead d WHERE d.sink = outbox_replay_all.sink RETURNING d.*)
+    INSERT INTO dtx.outbox (message_id, sink_id, topic, key, payload, headers, created_at)
+    SELECT m.message_id, sid, m.topic, m.key, m.payload, m.headers, m.created_at FROM moved m
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM dtx.outbox_wake();
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION dtx.outbox_replay_all(text) FROM PUBLIC;
+
+CREATE FUNCTION dtx.outbox_blocked_keys(
+    OUT sink text, OUT key text, OUT head_message_id bigint, OUT attempts int,
+    OUT next_attempt_at timestamptz, OUT last_error text, OUT waiting bigint)
+RETURNS SETOF record
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.name, h.key, h.message_id, h.attempts, h.next_attempt_at, h.last_error,
+           (SELECT count(*) FROM dtx.outbox w
+            WHERE w.sink_id = h.sink_id AND w.key = h.key AND w.message_id > h.message_id)
+    FROM dtx.outbox h JOIN dtx.outbox_sink s ON s.sink_id = h.sink_id
+    WHERE h.key IS NOT NULL AND (h.attempts > 0 OR h.crashes > 0)
+      AND NOT EXISTS (SELECT FROM dtx.outbox p WHERE p.sink_id = h.sink_id AND p.key = h.key
+                      AND p.message_id < h.message_id)
+    ORDER BY s.name, h.key
+$$;
+
+COMMENT ON FUNCTION dtx.outbox_blocked_keys() IS
+  'keys whose oldest message failed at least once: later messages of the key wait behind it';
+
+CREATE FUNCTION dtx.outbox_skip(sink text, key text)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid int;
+    head bigint;
+BEGIN
+    IF sink IS NULL OR key IS NULL THEN
+        RAISE EXCEPTION 'sink and key must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT s.sink_id INTO sid FROM dtx.outbox_sink s WHERE s.name = outbox_skip.sink;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'sink "%" does not exist', sink USING ERRCODE = '42704';
+    END IF;
+    SELECT o.message_id INTO head FROM dtx.outbox o
+    WHERE o.sink_id = sid AND o.key = outbox_skip.key
+    ORDER BY o.message_id LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    WITH moved AS (
+        DELETE FROM dtx.outbox o WHERE o.sink_id = sid AND o.message_id = head RETURNING o.*)
+    INSERT INTO dtx.outbox_dead (message_id, sink, topic, key, payload, headers, created_at,
+                                 attempts, reason, last_error)
+    SELECT m.message_id, outbox_skip.sink, m.topic, m.key, m.payload, m.headers, m.created_at,
+           m.attempts, 'skipped', m.last_error FROM moved m
+    ON CONFLICT DO NOTHING;
+    PERFORM dtx.outbox_wake();
+    RETURN head;
+END
+$$;
+REVOKE ALL ON FUNCTION dtx.outbox_skip(text, text) FROM PUBLIC;
+
+COMMENT ON FUNCTION dtx.outbox_skip(text, text) IS
+  'move the oldest message of a key to dtx.outbox_dead so that the key flows again; returns its id';
+
+-- Consumer side: exactly-once effect
+CREATE TABLE dtx.inbox (
+    source      text COLLATE "C" NOT NULL,
+    message_id  text COLLATE "C" NOT NULL,
+    accepted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, message_id)
+);
+CREATE INDEX inbox_accepted_at_idx ON dtx.inbox (accepted_at);
+REVOKE ALL ON dtx.inbox FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('dtx.inbox', '');
+
+CREATE FUNCTION dtx.inbox_accept(message_id text, source text DEFAULT '')
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n int;
+BEGIN
+    IF message_id IS NULL OR source IS NULL THEN
+        RAISE EXCEPTION 'message id and source must not be null' USING ERRCODE = '22004';
+    END IF;
+    INSERT INTO dtx.inbox (source, message_id) VALUES (inbox_accept.source, inbox_accept.message_id)
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n = 1;
+END
+$$;
+
+COMMENT ON FUNCTION dtx.inbox_accept(text, text) IS
+  'true the first time a message id is seen from a source, in the caller''s transaction (kept dtx.inbox_retention)';
+

@@ -451,6 +451,23 @@ dtx_conn_send(DtxConn *c, const char *sql)
 }
 
 /*
+ * dtx_conn_send_params is dtx_conn_send for one statement with text
+ * parameters (no NULLs among them unless values[i] is NULL).
+ */
+void
+dtx_conn_send_params(DtxConn *c, const char *sql, int nparams,
+					 const char *const *values)
+{
+	if (c->conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
+				 errmsg("lost connection to participant \"%s\"", c->servername)));
+	c->in_flight = true;
+	if (!PQsendQueryParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0))
+		dtx_report_remote_error(ERROR, c, NULL, sql);
+}
+
+/*
  * dtx_conn_wait waits until every one of the n connections has flushed its
  * output and has a complete result ready (PQisBusy false), or the deadline
  * passes (0: no deadline).  Returns false on timeout.  One wait loop serves

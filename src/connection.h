@@ -64,6 +64,8 @@ extern HTAB *dtx_conn_hash(void);
 
 /* Interruptible I/O */
 extern void dtx_conn_send(DtxConn *c, const char *sql);
+extern void dtx_conn_send_params(DtxConn *c, const char *sql, int nparams,
+								 const char *const *values);
 extern bool dtx_conn_wait(DtxConn **conns, int n, TimestampTz deadline);
 extern PGresult *dtx_conn_get_result(DtxConn *c);
 extern PGresult *dtx_conn_collect(DtxConn *c, const char *sql);

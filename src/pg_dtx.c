@@ -22,6 +22,7 @@
 #include "coordinator.h"
 #include "fence.h"
 #include "lease.h"
+#include "outbox.h"
 #include "pg_dtx.h"
 #include "shmem.h"
 #include "twophase.h"
@@ -73,6 +74,7 @@ static void
 dtx_xact_callback(XactEvent event, void *arg)
 {
 	dtx_worker_xact_callback(event);
+	dtx_outbox_xact_callback(event);
 	coord_xact_callback(event);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT ||
@@ -172,6 +174,7 @@ _PG_init(void)
 
 	dtx_lease_define_gucs();
 	dtx_fence_define_gucs();
+	dtx_outbox_define_gucs();
 
 	MarkGUCPrefixReserved("dtx");
 

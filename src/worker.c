@@ -56,6 +56,7 @@
 #include "recovery.h"
 #include "shmem.h"
 #include "lease.h"
+#include "outbox.h"
 #include "worker.h"
 
 PGDLLEXPORT void dtx_launcher_main(Datum arg);
@@ -178,8 +179,8 @@ launcher_start_worker(int i, Oid dboid)
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_dtx");
 	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "dtx_worker_main");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_dtx recovery worker for database %u", dboid);
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_dtx recovery worker");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_dtx worker for database %u", dboid);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_dtx worker");
 	bgw.bgw_main_arg = ObjectIdGetDatum(dboid);
 	bgw.bgw_notify_pid = MyProcPid;
 
@@ -388,8 +389,9 @@ dtx_worker_main(Datum arg)
 	Oid			dboid = DatumGetObjectId(arg);
 	DtxWorkerSlot *s;
 	bool		exists;
+	TimestampTz last_recovery = 0;
 
-	worker_start(dboid, "pg_dtx recovery worker");
+	worker_start(dboid, "pg_dtx worker");
 
 	LWLockAcquire(dtx_shared->lock, LW_EXCLUSIVE);
 	s = slot_find(dboid, true);
@@ -401,17 +403,22 @@ dtx_worker_main(Datum arg)
 	for (;;)
 	{
 		DtxRecoveryTotals totals;
+		TimestampTz now;
+		long		sleep_ms;
 
 		worker_check_signals();
 
 		memset(&totals, 0, sizeof(totals));
+		now = GetCurrentTimestamp();
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		exists = worker_extension_exists();
-		if (exists && dtx_recovery_interval > 0)
+		if (exists && dtx_recovery_interval > 0 &&
+			TimestampDifferenceExceeds(last_recovery, now, dtx_recovery_interval * 1000))
 		{
 			pgstat_report_activity(STATE_RUNNING, "resolving in-doubt transactions");
 			dtx_recovery_pass(InvalidOid, true, NULL, NULL, &totals, true);
+			last_recovery = now;
 		}
 		CommitTransactionCommand();
 		pgstat_report_stat(false);
@@ -435,11 +442,25 @@ dtx_worker_main(Datum arg)
 					(errmsg("pg_dtx recovery: committed %d and rolled back %d prepared transactions; %d decision rows deleted",
 							totals.committed, totals.rolled_back, totals.deleted)));
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 dtx_recovery_interval > 0
-						 ? (long) dtx_recovery_interval * 1000L : 60000L,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		/* the outbox: dispatch until idle, then sleep until the next due time */
+		sleep_ms = dtx_outbox_work();
+		if (dtx_recovery_interval > 0)
+		{
+			long		secs;
+			int			usecs;
+
+			TimestampDifference(GetCurrentTimestamp(),
+								TimestampTzPlusMilliseconds(last_recovery,
+															dtx_recovery_interval * 1000L),
+								&secs, &usecs);
+			sleep_ms = Min(sleep_ms, secs * 1000L + usecs / 1000 + 1);
+		}
+		if (sleep_ms > 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
 	}
 }
 
@@ -569,16 +590,7 @@ dtx_worker_xact_callback(XactEvent event)
 		}
 		if (wake_worker_at_commit)
 		{
-			DtxWorkerSlot *s;
-			int			pid = 0;
-
-			LWLockAcquire(dtx_shared->lock, LW_SHARED);
-			s = slot_find(MyDatabaseId, false);
-			if (s)
-				pid = s->pid;
-			LWLockRelease(dtx_shared->lock);
-			if (pid > 0)
-				(void) kill(pid, SIGUSR1);	/* sets its latch */
+			dtx_worker_wake(MyDatabaseId);
 		}
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
@@ -588,6 +600,24 @@ dtx_worker_xact_callback(XactEvent event)
 		wake_launcher_at_commit = false;
 		wake_worker_at_commit = false;
 	}
+}
+
+/*
+ * dtx_worker_wake sets the latch of database dboid's worker, if it runs.
+ */
+void
+dtx_worker_wake(Oid dboid)
+{
+	DtxWorkerSlot *s;
+	int			pid = 0;
+
+	LWLockAcquire(dtx_shared->lock, LW_SHARED);
+	s = slot_find(dboid, false);
+	if (s)
+		pid = s->pid;
+	LWLockRelease(dtx_shared->lock);
+	if (pid > 0)
+		(void) kill(pid, SIGUSR1);	/* sets its latch */
 }
 
 void

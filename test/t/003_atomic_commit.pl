@@ -200,7 +200,7 @@ $coord->safe_psql('other', qq{
 	CREATE USER MAPPING FOR CURRENT_USER SERVER pb;
 });
 ok($coord->poll_query_until('postgres',
-	q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'pg_dtx recovery worker'}),
+	q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'pg_dtx worker'}),
 	'a recovery worker per database with the extension');
 
 # leave in-doubt transactions of coord/postgres: its worker paused
@@ -262,24 +262,24 @@ ok($coord->poll_query_until('postgres', 'SELECT count(*) = 0 FROM dtx.decisions'
 # workers follow DDL without a restart
 $coord->safe_psql('other', 'DROP EXTENSION pg_dtx CASCADE');
 ok($coord->poll_query_until('postgres',
-	q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_dtx recovery worker'}),
+	q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_dtx worker'}),
 	'DROP EXTENSION stops the worker of that database');
 $coord->safe_psql('other', 'CREATE EXTENSION pg_dtx');
 ok($coord->poll_query_until('postgres',
-	q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'pg_dtx recovery worker'}),
+	q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'pg_dtx worker'}),
 	'CREATE EXTENSION starts one');
 $coord->safe_psql('postgres', 'DROP DATABASE other');
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_database WHERE datname = 'other'}), '0', 'DROP DATABASE works with a worker running');
-my $wpid = $coord->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_dtx recovery worker'});
+my $wpid = $coord->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_dtx worker'});
 $coord->safe_psql('postgres', 'SELECT pg_reload_conf()');
 sleep 1;
-is($coord->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_dtx recovery worker'}), $wpid, 'SIGHUP: the worker reloads and keeps running');
+is($coord->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_dtx worker'}), $wpid, 'SIGHUP: the worker reloads and keeps running');
 
 # SIGTERM: the worker exits cleanly and the launcher starts a new one
 my $logoff = -s $coord->logfile;
 $coord->safe_psql('postgres', "SELECT pg_terminate_backend($wpid)");
 ok($coord->poll_query_until('postgres',
-	qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_dtx recovery worker' AND pid <> $wpid}),
+	qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_dtx worker' AND pid <> $wpid}),
 	'SIGTERM: the worker exits and the launcher starts a new one');
 unlike(substr(slurp_file($coord->logfile), $logoff), qr/terminated by signal|exited with exit code [^01]/, 'SIGTERM: no crash, no restart of the cluster');
 

@@ -1,0 +1,1673 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *	  The transactional outbox: dtx.outbox_send() and the dispatcher that
+ *	  runs in each database's pg_dtx worker.
+ *
+ * dtx.outbox_send inserts one row per routed sink into dtx.outbox in the
+ * caller's transaction and asks for the worker to be woken when that
+ * transaction commits (its latch is set from the commit callback; nothing
+ * is sent before commit, and a rolled-back message never existed).
+ *
+ * The dispatcher works in rounds:
+ *	1. claim: one short transaction selects, per sink, up to a batch of
+ *	   ready messages with FOR UPDATE SKIP LOCKED -- only the oldest
+ *	   message of each key, so that a key is delivered in order and a
+ *	   failing key holds back only itself -- and records the attempt in
+ *	   dtx.outbox_attempt;
+ *	2. send, with no transaction open: one remote INSERT ... ON CONFLICT
+ *	   (id) DO NOTHING per postgres sink, every HTTP request of the round
+ *	   concurrently through libcurl;
+ *	3. record: another short transaction deletes what was delivered,
+ *	   reschedules failures with exponential backoff and jitter (or moves
+ *	   them to dtx.outbox_dead after the last attempt, or at once when the
+ *	   sink rejected them for good), deletes the attempt row and updates
+ *	   each sink's circuit breaker.
+ * notify sinks are local and transactional: claim, pg_notify and delete
+ * commit together in one transaction.
+ *
+ * An attempt row that is still there when the dispatcher starts (or after
+ * it recovered from an ERROR) is an attempt that died with the process.
+ * Its messages become suspects, sent alone from then on; a message that
+ * dies with the process dtx.outbox_crash_limit times while sent alone is
+ * quarantined in dtx.outbox_dead instead of taking the dispatcher down
+ * forever.
+ *
+ * Nothing is read by "id > last seen": ids are taken before commit, so
+ * they commit out of order, and each claim looks at the whole (small) hot
+ * table through its primary key.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/detoast.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "executor/spi.h"
+#include "foreign/foreign.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "connection.h"
+#include "http.h"
+#include "outbox.h"
+#include "pg_dtx.h"
+#include "worker.h"
+
+/* Settings */
+int			dtx_outbox_max_payload = 1024 * 1024;	/* bytes */
+int			dtx_outbox_batch_size = 1000;
+int			dtx_outbox_max_attempts = 20;
+int			dtx_outbox_backoff_base = 1000; /* ms */
+int			dtx_outbox_backoff_max = 300000;	/* ms */
+int			dtx_outbox_timeout = 10000; /* ms */
+int			dtx_outbox_http_concurrency = 64;
+int			dtx_outbox_breaker_threshold = 5;
+int			dtx_outbox_breaker_cooldown = 10000;	/* ms */
+int			dtx_outbox_crash_limit = 3;
+int			dtx_outbox_poll_interval = 5000;	/* ms */
+int			dtx_outbox_keep_delivered = 0;	/* seconds */
+int			dtx_inbox_retention = 7 * 24 * 3600;	/* seconds */
+
+#define NOTIFY_MAX_PAYLOAD 7999	/* pg_notify's limit is 8000 bytes */
+#define HOUSEKEEPING_MS 60000
+
+/* Set by outbox_send: wake the dispatcher at commit */
+static bool outbox_wake_pending = false;
+
+PG_FUNCTION_INFO_V1(dtx_outbox_send);
+PG_FUNCTION_INFO_V1(dtx_outbox_wake);
+
+/* ----------------------------------------------------------------
+ * Settings
+ * ----------------------------------------------------------------
+ */
+
+void
+dtx_outbox_define_gucs(void)
+{
+	DefineCustomIntVariable("dtx.outbox_max_payload",
+							"Largest payload plus headers dtx.outbox_send accepts.",
+							NULL,
+							&dtx_outbox_max_payload,
+							1024 * 1024, 1, 256 * 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_batch_size",
+							"Most messages a sink gets in one round (a sink's batch_size option overrides it).",
+							NULL,
+							&dtx_outbox_batch_size,
+							1000, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_max_attempts",
+							"Attempts at delivering a message before it goes to dtx.outbox_dead (option max_attempts).",
+							NULL,
+							&dtx_outbox_max_attempts,
+							20, 1, 1000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_backoff_base",
+							"Delay before the second attempt; it doubles with each attempt, with jitter (option backoff_base_ms).",
+							NULL,
+							&dtx_outbox_backoff_base,
+							1000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_backoff_max",
+							"Longest delay between two attempts (option backoff_max_ms).",
+							NULL,
+							&dtx_outbox_backoff_max,
+							300000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_timeout",
+							"Time allowed to a sink to accept a batch or an HTTP request (option timeout_ms).",
+							NULL,
+							&dtx_outbox_timeout,
+							10000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_http_concurrency",
+							"HTTP requests in flight at once per http sink (option concurrency).",
+							NULL,
+							&dtx_outbox_http_concurrency,
+							64, 1, 1000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_breaker_threshold",
+							"Consecutive failed rounds that open a sink's circuit breaker (option breaker_threshold).",
+							NULL,
+							&dtx_outbox_breaker_threshold,
+							5, 1, 1000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_breaker_cooldown",
+							"How long an open breaker stays open before one probe message is tried (option breaker_cooldown_ms).",
+							NULL,
+							&dtx_outbox_breaker_cooldown,
+							10000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_crash_limit",
+							"Times a message may take the dispatcher down while sent alone before it is quarantined.",
+							NULL,
+							&dtx_outbox_crash_limit,
+							3, 1, 1000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_poll_interval",
+							"Safety poll for rows queued without dtx.outbox_send (the dispatcher is otherwise woken at commit).",
+							NULL,
+							&dtx_outbox_poll_interval,
+							5000, 10, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.outbox_keep_delivered",
+							"How long delivered messages are listed in dtx.outbox_delivered (0: not at all).",
+							NULL,
+							&dtx_outbox_keep_delivered,
+							0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("dtx.inbox_retention",
+							"How long dtx.inbox remembers accepted message ids; keep it longer than the retry horizon of every producer.",
+							NULL,
+							&dtx_inbox_retention,
+							7 * 24 * 3600, 60, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+}
+
+/* ----------------------------------------------------------------
+ * Producer side
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * The insert of outbox_send.  Every name is qualified: the function is
+ * SECURITY DEFINER.  A topic no route matches is kept under sink 0 until
+ * dtx.route_create gives it one.
+ */
+static const char *send_sql =
+"WITH m AS (SELECT pg_catalog.nextval('dtx.outbox_message_id_seq'::pg_catalog.regclass) AS id),"
+"     r AS (SELECT DISTINCT sink_id FROM dtx.outbox_route"
+"           WHERE $1 OPERATOR(pg_catalog.~~) like_pattern),"
+"     t AS (SELECT sink_id FROM r UNION ALL SELECT 0 WHERE NOT EXISTS (SELECT FROM r))"
+" INSERT INTO dtx.outbox (message_id, sink_id, topic, key, payload, headers)"
+" SELECT m.id, t.sink_id, $1, $2, $3, $4 FROM m, t"
+" RETURNING message_id";
+
+static SPIPlanPtr send_plan = NULL;
+
+static void
+check_not_null(FunctionCallInfo fcinfo, int arg, const char *what)
+{
+	if (PG_ARGISNULL(arg))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+Datum
+dtx_outbox_send(PG_FUNCTION_ARGS)
+{
+	text	   *topic;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Size		size;
+	bool		isnull;
+	int64		id;
+
+	check_not_null(fcinfo, 0, "topic");
+	check_not_null(fcinfo, 1, "payload");
+	topic = PG_GETARG_TEXT_PP(0);
+	if (VARSIZE_ANY_EXHDR(topic) == 0 || VARSIZE_ANY_EXHDR(topic) > 255)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("topic must be 1 to 255 bytes long")));
+	if (!PG_ARGISNULL(2) && VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(2)) > 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("message key is longer than 1024 bytes")));
+	size = toast_raw_datum_size(PG_GETARG_DATUM(1));
+	if (!PG_ARGISNULL(3))
+		size += toast_raw_datum_size(PG_GETARG_DATUM(3));
+	if (size > (Size) dtx_outbox_max_payload)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("message of %zu bytes is larger than dtx.outbox_max_payload (%d bytes)",
+						size, dtx_outbox_max_payload)));
+	if (!PG_ARGISNULL(3))
+	{
+		Jsonb	   *h = PG_GETARG_JSONB_P(3);
+
+		if (!JB_ROOT_IS_OBJECT(h) || JB_ROOT_IS_SCALAR(h))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("message headers must be a JSON object")));
+	}
+
+	values[0] = PointerGetDatum(topic);
+	values[1] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[1] = PG_ARGISNULL(2) ? 'n' : ' ';
+	values[2] = PG_GETARG_DATUM(1);
+	values[3] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
+
+	SPI_connect();
+	if (send_plan == NULL)
+	{
+		Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID};
+		SPIPlanPtr	plan = SPI_prepare(send_sql, 4, types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		send_plan = plan;
+	}
+	if (SPI_execute_plan(send_plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed < 1)
+		elog(ERROR, "could not queue the message");
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+
+	outbox_wake_pending = true;
+	PG_RETURN_INT64(id);
+}
+
+Datum
+dtx_outbox_wake(PG_FUNCTION_ARGS)
+{
+	outbox_wake_pending = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * dtx_outbox_xact_callback wakes this database's worker once a transaction
+ * that queued messages has committed (they are visible by then).
+ */
+void
+dtx_outbox_xact_callback(XactEvent event)
+{
+	if (event == XACT_EVENT_COMMIT && outbox_wake_pending)
+		dtx_worker_wake(MyDatabaseId);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		outbox_wake_pending = false;
+}
+
+/* ----------------------------------------------------------------
+ * Dispatcher: state
+ * ----------------------------------------------------------------
+ */
+
+typedef enum SinkKind
+{
+	SINK_POSTGRES,
+	SINK_HTTP,
+	SINK_NOTIFY
+} SinkKind;
+
+typedef enum Breaker
+{
+	BREAKER_CLOSED,
+	BREAKER_OPEN,
+	BREAKER_HALF_OPEN			/* open, cooldown over: one probe allowed */
+} Breaker;
+
+static const char *const breaker_names[] = {"closed", "open", "half-open"};
+
+typedef struct Sink
+{
+	int			id;
+	MemoryContext cxt;			/* options below live here */
+	char	   *name;
+	SinkKind	kind;
+	char	   *options;		/* as text, to see changes */
+	Oid			owner;
+	char	   *url;
+	char	  **headers;
+	int			nheaders;
+	char	   *server;
+	char	   *table;			/* quoted, maybe qualified */
+	char	   *channel;
+	int			timeout_ms;		/* 0 = the setting */
+	int			concurrency;
+	int			batch_size;
+	int			max_attempts;
+	int			backoff_base_ms;
+	int			backoff_max_ms;
+	int			breaker_threshold;
+	int			breaker_cooldown_ms;
+
+	/* circuit breaker, saved in dtx.outbox_sink when it changes */
+	Breaker		breaker;
+	TimestampTz breaker_until;
+	int			failures;		/* consecutive failed rounds */
+	TimestampTz hold_until;		/* 429 Retry-After: no claims before */
+	bool		dirty;
+	int64		delivered;		/* this round, to add to the row */
+	char	   *last_error;		/* this round (round context) */
+
+	bool		maybe_suspects;
+	bool		seen;
+} Sink;
+
+typedef enum Outcome
+{
+	OUT_PENDING,
+	OUT_OK,
+	OUT_RETRY,					/* reschedule, or dead after max attempts */
+	OUT_REJECT					/* dead letter now */
+} Outcome;
+
+typedef struct Msg
+{
+	int64		id;
+	int			attempts;
+	char	   *topic;
+	char	   *key;
+	char	   *payload;
+	char	   *headers;
+	char	   *created_at;
+	char	   *envelope;		/* http and notify */
+
+	Outcome		outcome;
+	bool		transport;		/* the sink failed, not this message */
+	int64		min_delay_ms;	/* Retry-After */
+	char	   *error;
+} Msg;
+
+typedef struct Batch
+{
+	Sink	   *sink;
+	Msg		   *msgs;
+	int			n;
+	Datum		ids;			/* int8[] of the claimed ids */
+	int64		attempt_id;
+	DtxConn    *conn;			/* postgres */
+	bool		sent;
+} Batch;
+
+static List *sinks = NIL;		/* of Sink *, in outbox_cxt */
+static MemoryContext outbox_cxt = NULL;
+static MemoryContext round_cxt = NULL;
+static bool need_attempt_recovery = true;
+static TimestampTz next_deferred = DT_NOBEGIN;	/* NOBEGIN: not known yet */
+static TimestampTz last_housekeeping = 0;
+
+/* ----------------------------------------------------------------
+ * Dispatcher: SQL
+ * ----------------------------------------------------------------
+ */
+
+#define CLAIM_WHERE \
+	" FROM dtx.outbox o" \
+	" WHERE o.sink_id = $1 AND o.next_attempt_at <= now() AND (o.crashes > 0) = $3" \
+	"   AND (o.key IS NULL OR NOT EXISTS (SELECT FROM dtx.outbox p" \
+	"        WHERE p.sink_id = $1 AND p.key = o.key AND p.message_id < o.message_id))" \
+	" ORDER BY o.message_id LIMIT $2 FOR UPDATE OF o SKIP LOCKED"
+
+static const char *claim_rows_sql =
+"SELECT o.message_id, o.attempts, o.topic, o.key, o.payload::text, o.headers::text,"
+"       o.created_at::text" CLAIM_WHERE;
+
+static const char *claim_envelope_sql =
+"SELECT o.message_id, o.attempts,"
+"       json_build_object('id', o.message_id, 'topic', o.topic, 'key', o.key,"
+"                         'payload', o.payload, 'headers', o.headers,"
+"                         'created_at', o.created_at, 'attempt', o.attempts + 1)::text"
+CLAIM_WHERE;
+
+static const char *attempt_insert_sql =
+"INSERT INTO dtx.outbox_attempt (sink_id, message_ids) VALUES ($1, $2) RETURNING attempt_id";
+
+static const char *attempt_delete_sql =
+"DELETE FROM dtx.outbox_attempt WHERE attempt_id = $1";
+
+static const char *success_sql =
+"WITH d AS (DELETE FROM dtx.outbox WHERE sink_id = $1 AND message_id = ANY ($2)"
+"           RETURNING message_id, topic, key, created_at, attempts)"
+" INSERT INTO dtx.outbox_delivered (message_id, sink_id, topic, key, created_at, attempts)"
+" SELECT message_id, $1, topic, key, created_at, attempts + 1 FROM d WHERE $3";
+
+/*
+ * $3 max attempts (0: all of them die now), $4 error, $5 backoff base ms,
+ * $6 backoff cap ms, $7 least delay ms (Retry-After), $8 sink name, $9
+ * reason for the dead letters.  Returns the earliest next attempt.
+ */
+static const char *failure_sql =
+"WITH dead AS ("
+"   DELETE FROM dtx.outbox o WHERE o.sink_id = $1 AND o.message_id = ANY ($2)"
+"      AND o.attempts + 1 >= $3 RETURNING o.*),"
+" ins AS ("
+"   INSERT INTO dtx.outbox_dead AS x (message_id, sink, topic, key, payload, headers,"
+"                                created_at, attempts, reason, last_error)"
+"   SELECT message_id, $8, topic, key, payload, headers, created_at, attempts + 1, $9, $4"
+"   FROM dead"
+"   ON CONFLICT (sink, message_id) DO UPDATE SET topic = excluded.topic, key = excluded.key,"
+"      payload = excluded.payload, headers = excluded.headers, attempts = excluded.attempts,"
+"      reason = excluded.reason, last_error = excluded.last_error, died_at = now()"
+"   RETURNING 1),"
+" upd AS ("
+"   UPDATE dtx.outbox o SET attempts = o.attempts + 1, last_error = $4,"
+"      next_attempt_at = clock_timestamp() + make_interval(secs => greatest($7::float8,"
+"          least($6::float8, $5::float8 * 2 ^ least(o.attempts, 40)) * (0.5 + random() / 2)) / 1000.0)"
+"   WHERE o.sink_id = $1 AND o.message_id = ANY ($2) AND o.attempts + 1 < $3"
+"   RETURNING o.next_attempt_at)"
+" SELECT (SELECT min(next_attempt_at) FROM upd), (SELECT count(*) FROM ins)";
+
+/* Attempts that died with the process: suspects, then quarantine ($1 limit) */
+static const char *recover_sql =
+"WITH a AS (DELETE FROM dtx.outbox_attempt RETURNING sink_id, message_ids)"
+" UPDATE dtx.outbox o SET crashes = CASE WHEN cardinality(a.message_ids) = 1"
+"                                        THEN o.crashes + 1 ELSE greatest(o.crashes, 1) END"
+" FROM a WHERE o.sink_id = a.sink_id AND o.message_id = ANY (a.message_ids)";
+
+static const char *quarantine_sql =
+"WITH q AS (DELETE FROM dtx.outbox o WHERE o.crashes > $1 RETURNING o.*)"
+" INSERT INTO dtx.outbox_dead AS x (message_id, sink, topic, key, payload, headers,"
+"                              created_at, attempts, reason, last_error)"
+" SELECT q.message_id, coalesce(s.name, '#' || q.sink_id), q.topic, q.key, q.payload, q.headers,"
+"        q.created_at, q.attempts, 'quarantined',"
+"        'the dispatcher died ' || (q.crashes - 1) || ' times while sending this message alone'"
+" FROM q LEFT JOIN dtx.outbox_sink s ON s.sink_id = q.sink_id"
+" ON CONFLICT (sink, message_id) DO UPDATE SET payload = excluded.payload,"
+"    reason = excluded.reason, last_error = excluded.last_error, died_at = now()"
+" RETURNING x.message_id, x.sink";
+
+static const char *sink_load_sql =
+"SELECT sink_id, name, kind, options::text, owner::oid, breaker, breaker_until, failures,"
+"       options->>'url', options->>'server',"
+"       (SELECT string_agg(quote_ident(p), '.') FROM unnest(parse_ident(options->>'table')) p),"
+"       options->>'channel',"
+"       (options->>'timeout_ms')::int, (options->>'concurrency')::int,"
+"       (options->>'batch_size')::int, (options->>'max_attempts')::int,"
+"       (options->>'backoff_base_ms')::int, (options->>'backoff_max_ms')::int,"
+"       (options->>'breaker_threshold')::int, (options->>'breaker_cooldown_ms')::int,"
+"       (SELECT array_agg(h.key || ': ' || h.value) FROM jsonb_each_text(options->'headers') h),"
+"       EXISTS (SELECT FROM dtx.outbox o WHERE o.sink_id = s.sink_id AND o.crashes > 0)"
+" FROM dtx.outbox_sink s ORDER BY sink_id";
+
+static const char *sink_save_sql =
+"UPDATE dtx.outbox_sink SET delivered = delivered + $2, failures = $3, breaker = $4,"
+"       breaker_until = $5, last_error = coalesce($6, last_error),"
+"       last_error_at = CASE WHEN $6 IS NULL THEN last_error_at ELSE now() END"
+" WHERE sink_id = $1";
+
+static const char *min_deferred_sql =
+"SELECT min(next_attempt_at) FROM dtx.outbox WHERE next_attempt_at > now()";
+
+static const char *housekeeping_sql =
+"WITH i AS (DELETE FROM dtx.inbox WHERE accepted_at < now() - make_interval(secs => $1)"
+"           RETURNING 1),"
+"     d AS (DELETE FROM dtx.outbox_delivered WHERE delivered_at < now() - make_interval(secs => $2)"
+"           RETURNING 1)"
+" SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM d)";
+
+/* Prepared plans, kept for the life of the worker */
+typedef struct PlanSlot
+{
+	const char *const *sql;
+	int			nargs;
+	Oid			types[9];
+	SPIPlanPtr	plan;
+} PlanSlot;
+
+enum
+{
+	P_CLAIM_ROWS, P_CLAIM_ENVELOPE, P_ATTEMPT_INSERT, P_ATTEMPT_DELETE,
+	P_SUCCESS, P_FAILURE, P_RECOVER, P_QUARANTINE, P_SINK_LOAD, P_SINK_SAVE,
+	P_MIN_DEFERRED, P_HOUSEKEEPING, NPLANS
+};
+
+static PlanSlot plans[NPLANS] = {
+	[P_CLAIM_ROWS] = {&claim_rows_sql, 3, {INT4OID, INT4OID, BOOLOID}},
+	[P_CLAIM_ENVELOPE] = {&claim_envelope_sql, 3, {INT4OID, INT4OID, BOOLOID}},
+	[P_ATTEMPT_INSERT] = {&attempt_insert_sql, 2, {INT4OID, INT8ARRAYOID}},
+	[P_ATTEMPT_DELETE] = {&attempt_delete_sql, 1, {INT8OID}},
+	[P_SUCCESS] = {&success_sql, 3, {INT4OID, INT8ARRAYOID, BOOLOID}},
+	[P_FAILURE] = {&failure_sql, 9, {INT4OID, INT8ARRAYOID, INT4OID, TEXTOID, FLOAT8OID,
+	FLOAT8OID, FLOAT8OID, TEXTOID, TEXTOID}},
+	[P_RECOVER] = {&recover_sql, 0},
+	[P_QUARANTINE] = {&quarantine_sql, 1, {INT4OID}},
+	[P_SINK_LOAD] = {&sink_load_sql, 0},
+	[P_SINK_SAVE] = {&sink_save_sql, 6, {INT4OID, INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID,
+	TEXTOID}},
+	[P_MIN_DEFERRED] = {&min_deferred_sql, 0},
+	[P_HOUSEKEEPING] = {&housekeeping_sql, 2, {FLOAT8OID, FLOAT8OID}},
+};
+
+/* run(plan, values, nulls): SPI_execute_plan of a kept plan; ERRORs on failure */
+static int
+run(int which, Datum *values, const char *nulls)
+{
+	PlanSlot   *p = &plans[which];
+	int			rc;
+
+	if (p->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(*p->sql, p->nargs, p->types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		p->plan = plan;
+	}
+	rc = SPI_execute_plan(p->plan, values, nulls, false, 0);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return rc;
+}
+
+static char *
+col_text(int row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+static int
+col_int(int row, int col, int dflt)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+
+	return isnull ? dflt : DatumGetInt32(d);
+}
+
+/* Transactions of the dispatcher: SPI connected, a snapshot pushed */
+static void
+xact_begin(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+xact_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* ----------------------------------------------------------------
+ * Dispatcher: sinks
+ * ----------------------------------------------------------------
+ */
+
+static Sink *
+sink_find(int id)
+{
+	ListCell   *lc;
+
+	foreach(lc, sinks)
+	{
+		Sink	   *s = lfirst(lc);
+
+		if (s->id == id)
+			return s;
+	}
+	return NULL;
+}
+
+static char *
+cxt_strdup(MemoryContext cxt, const char *s)
+{
+	return s ? MemoryContextStrdup(cxt, s) : NULL;
+}
+
+/*
+ * sinks_load reads dtx.outbox_sink (inside a dispatcher transaction): new
+ * sinks are added, changed options re-read, dropped sinks forgotten.  The
+ * breaker state of a sink already known stays the one in memory.
+ */
+static void
+sinks_load(void)
+{
+	ListCell   *lc;
+	uint64		i;
+	List	   *keep = NIL;
+
+	foreach(lc, sinks)
+		((Sink *) lfirst(lc))->seen = false;
+
+	run(P_SINK_LOAD, NULL, NULL);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		int			id = col_int(i, 1, 0);
+		char	   *options = col_text(i, 4);
+		Sink	   *s = sink_find(id);
+		char	   *kind;
+		bool		isnull;
+		Datum		hdrs;
+
+		if (s != NULL && strcmp(s->options, options) == 0)
+		{
+			s->seen = true;
+			continue;
+		}
+		if (s == NULL)
+		{
+			char	   *breaker = col_text(i, 6);
+
+			s = MemoryContextAllocZero(outbox_cxt, sizeof(Sink));
+			s->id = id;
+			s->breaker = strcmp(breaker, "open") == 0 ? BREAKER_OPEN : BREAKER_CLOSED;
+			s->breaker_until = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i],
+																 SPI_tuptable->tupdesc, 7, &isnull));
+			if (isnull)
+				s->breaker_until = 0;
+			s->failures = col_int(i, 8, 0);
+			s->cxt = AllocSetContextCreate(outbox_cxt, "pg_dtx sink", ALLOCSET_SMALL_SIZES);
+			s->maybe_suspects = true;	/* the first claim looks */
+			sinks = lappend(sinks, s);
+		}
+		else
+			MemoryContextReset(s->cxt);
+
+		s->seen = true;
+		s->name = cxt_strdup(s->cxt, col_text(i, 2));
+		kind = col_text(i, 3);
+		s->kind = strcmp(kind, "postgres") == 0 ? SINK_POSTGRES :
+			strcmp(kind, "http") == 0 ? SINK_HTTP : SINK_NOTIFY;
+		s->options = cxt_strdup(s->cxt, options);
+		s->owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+												  SPI_tuptable->tupdesc, 5, &isnull));
+		s->url = cxt_strdup(s->cxt, col_text(i, 9));
+		s->server = cxt_strdup(s->cxt, col_text(i, 10));
+		s->table = cxt_strdup(s->cxt, col_text(i, 11));
+		s->channel = cxt_strdup(s->cxt, col_text(i, 12));
+		s->timeout_ms = col_int(i, 13, 0);
+		s->concurrency = col_int(i, 14, 0);
+		s->batch_size = col_int(i, 15, 0);
+		s->max_attempts = col_int(i, 16, 0);
+		s->backoff_base_ms = col_int(i, 17, 0);
+		s->backoff_max_ms = col_int(i, 18, 0);
+		s->breaker_threshold = col_int(i, 19, 0);
+		s->breaker_cooldown_ms = col_int(i, 20, 0);
+		s->nheaders = 0;
+		s->headers = NULL;
+		hdrs = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 21, &isnull);
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *enulls;
+			int			n,
+						j;
+			MemoryContext old = MemoryContextSwitchTo(s->cxt);
+
+			deconstruct_array(DatumGetArrayTypeP(hdrs), TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, &enulls, &n);
+			s->headers = palloc(sizeof(char *) * n);
+			for (j = 0; j < n; j++)
+				if (!enulls[j])
+					s->headers[s->nheaders++] = TextDatumGetCString(elems[j]);
+			MemoryContextSwitchTo(old);
+		}
+	}
+
+	foreach(lc, sinks)
+	{
+		Sink	   *s = lfirst(lc);
+
+		if (s->seen)
+			keep = lappend(keep, s);
+		else
+		{
+			MemoryContextDelete(s->cxt);
+			pfree(s);
+		}
+	}
+	/* keep lives in the current (round) context: copy it to outbox_cxt */
+	{
+		MemoryContext old = MemoryContextSwitchTo(outbox_cxt);
+
+		list_free(sinks);
+		sinks = list_copy(keep);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+#define SINK_SETTING(s, field, guc) ((s)->field > 0 ? (s)->field : (guc))
+
+/* How many messages the sink may get this round (0: none, breaker or hold) */
+static int
+sink_allowance(Sink *s, TimestampTz now)
+{
+	int			n;
+
+	if (s->hold_until > now)
+		return 0;
+	if (s->breaker == BREAKER_OPEN)
+	{
+		if (s->breaker_until > now)
+			return 0;
+		s->breaker = BREAKER_HALF_OPEN;
+	}
+	if (s->breaker == BREAKER_HALF_OPEN)
+		return 1;
+	n = SINK_SETTING(s, batch_size, dtx_outbox_batch_size);
+	if (s->kind == SINK_HTTP)
+		n = Min(n, SINK_SETTING(s, concurrency, dtx_outbox_http_concurrency));
+	return n;
+}
+
+/*
+ * sink_round_result moves the breaker after a round: any delivery closes
+ * it; a round where the sink itself failed counts, and opens it at the
+ * threshold or when it was a half-open probe.
+ */
+static void
+sink_round_result(Sink *s, bool any_ok, bool sink_failed, const char *error)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (error)
+		s->last_error = MemoryContextStrdup(round_cxt, error);
+	if (any_ok)
+	{
+		if (s->breaker != BREAKER_CLOSED)
+			ereport(LOG,
+					(errmsg("pg_dtx outbox: circuit breaker of sink \"%s\" closed", s->name)));
+		if (s->breaker != BREAKER_CLOSED || s->failures != 0)
+			s->dirty = true;
+		s->breaker = BREAKER_CLOSED;
+		s->failures = 0;
+	}
+	else if (sink_failed)
+	{
+		s->failures++;
+		s->dirty = true;
+		if (s->breaker == BREAKER_HALF_OPEN ||
+			s->failures >= SINK_SETTING(s, breaker_threshold, dtx_outbox_breaker_threshold))
+		{
+			if (s->breaker == BREAKER_CLOSED)
+				ereport(LOG,
+						(errmsg("pg_dtx outbox: circuit breaker of sink \"%s\" opened after %d failed rounds",
+								s->name, s->failures),
+						 errdetail("Last error: %s", error ? error : "?")));
+			s->breaker = BREAKER_OPEN;
+			s->breaker_until = TimestampTzPlusMilliseconds(now,
+														   SINK_SETTING(s, breaker_cooldown_ms, dtx_outbox_breaker_cooldown));
+		}
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Dispatcher: claim
+ * ----------------------------------------------------------------
+ */
+
+static Datum
+ids_array(Msg *msgs, int n, bool (*pick) (Msg *), int *count)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			i,
+				k = 0;
+
+	for (i = 0; i < n; i++)
+		if (pick == NULL || pick(&msgs[i]))
+			d[k++] = Int64GetDatum(msgs[i].id);
+	if (count)
+		*count = k;
+	return PointerGetDatum(construct_array(d, k, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * claim_batch selects the sink's next messages (suspects first, alone) and
+ * copies them into the round context.  Inside a dispatcher transaction.
+ */
+static Batch *
+claim_batch(Sink *s, int limit, bool record_attempt)
+{
+	Datum		args[3];
+	Batch	   *b;
+	uint64		i;
+	bool		envelope = (s->kind != SINK_POSTGRES);
+	MemoryContext old;
+
+	args[0] = Int32GetDatum(s->id);
+	args[1] = Int32GetDatum(limit);
+	args[2] = BoolGetDatum(false);
+	if (s->maybe_suspects)
+	{
+		args[1] = Int32GetDatum(1);
+		args[2] = BoolGetDatum(true);
+		run(envelope ? P_CLAIM_ENVELOPE : P_CLAIM_ROWS, args, NULL);
+		if (SPI_processed == 0)
+		{
+			s->maybe_suspects = false;
+			args[1] = Int32GetDatum(limit);
+			args[2] = BoolGetDatum(false);
+		}
+	}
+	if (!DatumGetBool(args[2]))
+		run(envelope ? P_CLAIM_ENVELOPE : P_CLAIM_ROWS, args, NULL);
+	if (SPI_processed == 0)
+		return NULL;
+
+	old = MemoryContextSwitchTo(round_cxt);
+	b = palloc0(sizeof(Batch));
+	b->sink = s;
+	b->n = SPI_processed;
+	b->msgs = palloc0(sizeof(Msg) * b->n);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		Msg		   *m = &b->msgs[i];
+		bool		isnull;
+
+		m->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		m->attempts = col_int(i, 2, 0);
+		if (envelope)
+			m->envelope = col_text(i, 3);
+		else
+		{
+			m->topic = col_text(i, 3);
+			m->key = col_text(i, 4);
+			m->payload = col_text(i, 5);
+			m->headers = col_text(i, 6);
+			m->created_at = col_text(i, 7);
+		}
+	}
+	b->ids = ids_array(b->msgs, b->n, NULL, NULL);
+	MemoryContextSwitchTo(old);
+
+	if (record_attempt)
+	{
+		Datum		a[2];
+		bool		isnull;
+
+		a[0] = Int32GetDatum(s->id);
+		a[1] = b->ids;
+		run(P_ATTEMPT_INSERT, a, NULL);
+		b->attempt_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	return b;
+}
+
+/* For dtx_try: open (or check) the connection of a postgres sink */
+typedef struct ConnectArgs
+{
+	Sink	   *sink;
+	DtxConn    *conn;
+} ConnectArgs;
+
+static void
+connect_sink(void *arg)
+{
+	ConnectArgs *a = (ConnectArgs *) arg;
+	ForeignServer *server = GetForeignServerByName(a->sink->server, false);
+	UserMapping *user = GetUserMapping(a->sink->owner, server->serverid);
+
+	a->conn = dtx_conn_get(server, user);
+}
+
+/* ----------------------------------------------------------------
+ * Dispatcher: send
+ * ----------------------------------------------------------------
+ */
+
+static void
+array_elem(StringInfo buf, const char *v)
+{
+	const char *p;
+
+	if (buf->len > 1)
+		appendStringInfoChar(buf, ',');
+	if (v == NULL)
+	{
+		appendStringInfoString(buf, "NULL");
+		return;
+	}
+	appendStringInfoChar(buf, '"');
+	for (p = v; *p; p++)
+	{
+		if (*p == '"' || *p == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+	appendStringInfoChar(buf, '"');
+}
+
+/* The six array parameters of the remote INSERT for msgs[from..to) */
+static void
+pg_params(Msg *msgs, int from, int to, char **values)
+{
+	StringInfoData a[6];
+	int			i,
+				j;
+
+	for (j = 0; j < 6; j++)
+	{
+		initStringInfo(&a[j]);
+		appendStringInfoChar(&a[j], '{');
+	}
+	for (i = from; i < to; i++)
+	{
+		char		id[32];
+
+		snprintf(id, sizeof(id), INT64_FORMAT, msgs[i].id);
+		array_elem(&a[0], id);
+		array_elem(&a[1], msgs[i].topic);
+		array_elem(&a[2], msgs[i].key);
+		array_elem(&a[3], msgs[i].payload);
+		array_elem(&a[4], msgs[i].headers);
+		array_elem(&a[5], msgs[i].created_at);
+	}
+	for (j = 0; j < 6; j++)
+	{
+		appendStringInfoChar(&a[j], '}');
+		values[j] = a[j].data;
+	}
+}
+
+static char *
+pg_insert_sql(Sink *s)
+{
+	return psprintf("INSERT INTO %s (id, topic, key, payload, headers, created_at)"
+					" SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[],"
+					" $4::jsonb[], $5::jsonb[], $6::timestamptz[])"
+					" ON CONFLICT (id) DO NOTHING", s->table);
+}
+
+/*
+ * pg_send sends the remote INSERT of msgs[from..to); false (the connection
+ * closed, *error set) if it could not.
+ */
+static bool
+pg_send(Batch *b, int from, int to, char **error)
+{
+	char	   *values[6];
+	MemoryContext old = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	pg_params(b->msgs, from, to, values);
+	PG_TRY();
+	{
+		dtx_conn_send_params(b->conn, pg_insert_sql(b->sink), 6, (const char *const *) values);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(old);
+		edata = CopyErrorData();
+		FlushErrorState();
+		dtx_conn_disconnect(b->conn);
+		*error = edata->message;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+typedef enum PgResult
+{
+	PGR_OK,
+	PGR_DATA,					/* the rows were rejected: find which */
+	PGR_SINK					/* the sink failed */
+} PgResult;
+
+/*
+ * pg_finish waits for the answer to pg_send (up to the sink's timeout) and
+ * classifies it; *error gets the message of a failure.  Never ERRORs
+ * (except on interrupts); a lost or timed-out connection is closed.
+ */
+static PgResult
+pg_finish(Batch *b, char **error)
+{
+	DtxConn    *c = b->conn;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   SINK_SETTING(b->sink, timeout_ms, dtx_outbox_timeout));
+	PGresult   *res;
+	PgResult	outcome = PGR_SINK;
+	char		sqlstate[6] = "";
+
+	*error = NULL;
+	if (c->conn == NULL)
+	{
+		*error = "no connection";
+		return PGR_SINK;
+	}
+	if (!dtx_conn_wait(&c, 1, deadline))
+	{
+		*error = psprintf("no answer from server \"%s\" within %d ms",
+						  b->sink->server, SINK_SETTING(b->sink, timeout_ms, dtx_outbox_timeout));
+		(void) dtx_conn_cancel_and_drain(c, dtx_cleanup_deadline());
+		dtx_conn_disconnect(c);
+		return PGR_SINK;
+	}
+	while ((res = PQgetResult(c->conn)) != NULL)
+	{
+		if (PQresultStatus(res) == PGRES_COMMAND_OK && *error == NULL)
+			outcome = PGR_OK;
+		else if (PQresultStatus(res) == PGRES_FATAL_ERROR && *error == NULL)
+		{
+			const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+			const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+			strlcpy(sqlstate, st ? st : "", sizeof(sqlstate));
+			*error = psprintf("server \"%s\": %s%s%s", b->sink->server,
+							  msg ? msg : PQerrorMessage(c->conn),
+							  st ? " (SQLSTATE " : "", st ? psprintf("%s)", st) : "");
+			outcome = (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0)
+				? PGR_DATA : PGR_SINK;
+		}
+		PQclear(res);
+	}
+	c->in_flight = false;
+	if (PQstatus(c->conn) != CONNECTION_OK)
+	{
+		if (*error == NULL)
+			*error = psprintf("lost connection to server \"%s\"", b->sink->server);
+		dtx_conn_disconnect(c);
+		return PGR_SINK;
+	}
+	if (outcome != PGR_OK && *error == NULL)
+		*error = psprintf("server \"%s\": %s", b->sink->server, PQerrorMessage(c->conn));
+	return outcome;
+}
+
+static void
+set_all(Batch *b, Outcome o, bool transport, const char *error)
+{
+	int			i;
+
+	for (i = 0; i < b->n; i++)
+	{
+		b->msgs[i].outcome = o;
+		b->msgs[i].transport = transport;
+		b->msgs[i].error = (char *) error;
+	}
+}
+
+/*
+ * pg_collect reads a postgres sink's answer.  When the target rejected the
+ * rows (a data or constraint error), each message is sent again alone to
+ * find the ones it rejects; the others are delivered.
+ */
+static void
+pg_collect(Batch *b)
+{
+	char	   *error;
+	PgResult	r;
+	int			i;
+
+	r = pg_finish(b, &error);
+	if (r == PGR_OK)
+		set_all(b, OUT_OK, false, NULL);
+	else if (r == PGR_SINK || b->n == 1)
+		set_all(b, OUT_RETRY, r == PGR_SINK, error);
+	else
+	{
+		for (i = 0; i < b->n; i++)
+		{
+			Msg		   *m = &b->msgs[i];
+
+			if (!pg_send(b, i, i + 1, &error))
+			{
+				m->outcome = OUT_RETRY;
+				m->transport = true;
+				m->error = error;
+				continue;
+			}
+			r = pg_finish(b, &m->error);
+			m->outcome = (r == PGR_OK) ? OUT_OK : OUT_RETRY;
+			m->transport = (r == PGR_SINK);
+		}
+	}
+}
+
+/* Outcome of one HTTP answer */
+static void
+http_outcome(Msg *m, DtxHttpRequest *r)
+{
+	m->transport = false;
+	m->min_delay_ms = 0;
+	if (r->transport_error)
+	{
+		m->outcome = OUT_RETRY;
+		m->transport = true;
+		m->error = psprintf("HTTP request failed: %s", r->error);
+		return;
+	}
+	if (r->status >= 200 && r->status < 300)
+	{
+		m->outcome = OUT_OK;
+		return;
+	}
+	m->error = psprintf("HTTP %ld%s%s", r->status, r->error[0] ? ": " : "", r->error);
+	if (r->status >= 400 && r->status < 500 && r->status != 408 && r->status != 429)
+		m->outcome = OUT_REJECT;
+	else
+	{
+		m->outcome = OUT_RETRY;
+		m->transport = (r->status != 429);
+		if (r->retry_after_s > 0)
+			m->min_delay_ms = Min(r->retry_after_s, 24 * 3600) * 1000;
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Dispatcher: record outcomes
+ * ----------------------------------------------------------------
+ */
+
+static bool
+is_ok(Msg *m)
+{
+	return m->outcome == OUT_OK;
+}
+
+static int
+sink_max_attempts(Sink *s)
+{
+	return SINK_SETTING(s, max_attempts, dtx_outbox_max_attempts);
+}
+
+/* Record the failures among msgs that share m's outcome, error and delay */
+static void
+record_failures(Batch *b)
+{
+	Sink	   *s = b->sink;
+	bool	   *done = palloc0(sizeof(bool) * b->n);
+	Datum	   *ids = palloc(sizeof(Datum) * b->n);
+	int			i,
+				j;
+
+	for (i = 0; i < b->n; i++)
+	{
+		Msg		   *m = &b->msgs[i];
+		Datum		args[9];
+		char		nulls[9] = "         ";
+		int			k = 0;
+		bool		isnull;
+		Datum		d;
+
+		if (done[i] || m->outcome == OUT_OK || m->outcome == OUT_PENDING)
+			continue;
+		for (j = i; j < b->n; j++)
+		{
+			Msg		   *o = &b->msgs[j];
+
+			if (!done[j] && o->outcome == m->outcome && o->min_delay_ms == m->min_delay_ms &&
+				strcmp(o->error ? o->error : "", m->error ? m->error : "") == 0)
+			{
+				done[j] = true;
+				ids[k++] = Int64GetDatum(o->id);
+			}
+		}
+		args[0] = Int32GetDatum(s->id);
+		args[1] = PointerGetDatum(construct_array(ids, k, INT8OID, 8, FLOAT8PASSBYVAL,
+												  TYPALIGN_DOUBLE));
+		args[2] = Int32GetDatum(m->outcome == OUT_REJECT ? 0 : sink_max_attempts(s));
+		args[3] = CStringGetTextDatum(m->error ? m->error : "failed");
+		args[4] = Float8GetDatum((double) SINK_SETTING(s, backoff_base_ms, dtx_outbox_backoff_base));
+		args[5] = Float8GetDatum((double) SINK_SETTING(s, backoff_max_ms, dtx_outbox_backoff_max));
+		args[6] = Float8GetDatum((double) m->min_delay_ms);
+		args[7] = CStringGetTextDatum(s->name);
+		args[8] = CStringGetTextDatum(m->outcome == OUT_REJECT ? "rejected" : "max attempts");
+		run(P_FAILURE, args, nulls);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull && (next_deferred == DT_NOEND || DatumGetTimestampTz(d) < next_deferred))
+			next_deferred = DatumGetTimestampTz(d);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		if (!isnull && DatumGetInt64(d) > 0)
+			ereport(LOG,
+					(errmsg("pg_dtx outbox: " INT64_FORMAT " message(s) for sink \"%s\" moved to dtx.outbox_dead (%s)",
+							DatumGetInt64(d), s->name,
+							m->outcome == OUT_REJECT ? "rejected" : "max attempts"),
+					 errdetail("%s", m->error ? m->error : "failed")));
+	}
+}
+
+/*
+ * record_batch writes a batch's outcome (inside a dispatcher transaction)
+ * and moves its sink's breaker.
+ */
+static void
+record_batch(Batch *b)
+{
+	Sink	   *s = b->sink;
+	int			nok = 0;
+	int			i;
+	bool		sink_failed = false;
+	const char *error = NULL;
+
+	for (i = 0; i < b->n; i++)
+	{
+		Msg		   *m = &b->msgs[i];
+
+		if (m->outcome == OUT_PENDING)
+		{
+			m->outcome = OUT_RETRY;
+			m->transport = true;
+			m->error = "not sent";
+		}
+		if (m->outcome == OUT_OK)
+			nok++;
+		else
+		{
+			error = m->error;
+			if (m->transport)
+				sink_failed = true;
+			if (m->min_delay_ms > 0)
+				s->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), m->min_delay_ms);
+		}
+	}
+	if (nok > 0)
+	{
+		Datum		args[3];
+
+		args[0] = Int32GetDatum(s->id);
+		args[1] = (nok == b->n) ? b->ids : ids_array(b->msgs, b->n, is_ok, NULL);
+		args[2] = BoolGetDatum(dtx_outbox_keep_delivered > 0);
+		run(P_SUCCESS, args, NULL);
+		s->delivered += nok;
+	}
+	if (nok < b->n)
+		record_failures(b);
+	if (b->attempt_id > 0)
+	{
+		Datum		a = Int64GetDatum(b->attempt_id);
+
+		run(P_ATTEMPT_DELETE, &a, NULL);
+	}
+	sink_round_result(s, nok > 0, sink_failed, error);
+}
+
+/* Save the breakers that moved and the delivery counts (in a transaction) */
+static void
+sinks_save(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, sinks)
+	{
+		Sink	   *s = lfirst(lc);
+		Datum		args[6];
+		char		nulls[6] = "      ";
+
+		if (!s->dirty && s->delivered == 0 && s->last_error == NULL)
+			continue;
+		args[0] = Int32GetDatum(s->id);
+		args[1] = Int64GetDatum(s->delivered);
+		args[2] = Int32GetDatum(s->failures);
+		args[3] = CStringGetTextDatum(breaker_names[s->breaker == BREAKER_HALF_OPEN
+													? BREAKER_OPEN : s->breaker]);
+		args[4] = TimestampTzGetDatum(s->breaker_until);
+		if (s->breaker == BREAKER_CLOSED)
+			nulls[4] = 'n';
+		if (s->last_error)
+			args[5] = CStringGetTextDatum(s->last_error);
+		else
+			nulls[5] = 'n';
+		run(P_SINK_SAVE, args, nulls);
+		s->dirty = false;
+		s->delivered = 0;
+		s->last_error = NULL;
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Dispatcher: notify sinks (one transaction: claim, notify, delete)
+ * ----------------------------------------------------------------
+ */
+
+static void
+notify_round(Sink *s, int limit, bool *more)
+{
+	MemoryContext old = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		Batch	   *b;
+		int			i;
+
+		xact_begin();
+		b = claim_batch(s, limit, false);
+		if (b != NULL)
+		{
+			for (i = 0; i < b->n; i++)
+			{
+				Msg		   *m = &b->msgs[i];
+
+				if (strlen(m->envelope) > NOTIFY_MAX_PAYLOAD)
+				{
+					m->outcome = OUT_REJECT;
+					m->error = psprintf("message of %zu bytes is larger than NOTIFY allows (8000 bytes)",
+										strlen(m->envelope));
+				}
+				else
+				{
+					Async_Notify(s->channel, m->envelope);
+					m->outcome = OUT_OK;
+				}
+			}
+			record_batch(b);
+			*more = true;
+		}
+		sinks_save();
+		xact_commit();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(round_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(old);
+		s->delivered = 0;		/* rolled back */
+		sink_round_result(s, false, true, edata->message);
+	}
+	PG_END_TRY();
+}
+
+/* ----------------------------------------------------------------
+ * Dispatcher: a round
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * outbox_round runs one round over every sink.  Returns true if some sink
+ * got a full batch (more may be waiting).
+ */
+static bool
+outbox_round(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *batches = NIL;
+	List	   *notify_sinks = NIL;
+	ListCell   *lc;
+	bool		more = false;
+	DtxHttpRequest *reqs;
+	Msg		  **req_msgs;
+	int			nreqs = 0;
+	int			i;
+
+	if (next_deferred != DT_NOBEGIN && next_deferred <= now)
+		next_deferred = DT_NOEND;
+
+	/* 1. claim */
+	xact_begin();
+	if (need_attempt_recovery)
+	{
+		Datum		limit = Int32GetDatum(dtx_outbox_crash_limit);
+		uint64		j;
+
+		run(P_RECOVER, NULL, NULL);
+		if (SPI_processed > 0)
+		{
+			ListCell   *l;
+
+			foreach(l, sinks)
+				((Sink *) lfirst(l))->maybe_suspects = true;
+		}
+		if (SPI_processed > 0)
+			ereport(LOG,
+					(errmsg("pg_dtx outbox: " UINT64_FORMAT " message(s) were being sent when the dispatcher stopped; they are sent alone from now on",
+							SPI_processed)));
+		run(P_QUARANTINE, &limit, NULL);
+		for (j = 0; j < SPI_processed; j++)
+			ereport(LOG,
+					(errmsg("pg_dtx outbox: message %s for sink \"%s\" quarantined in dtx.outbox_dead: the dispatcher died %d times while sending it",
+							col_text(j, 1), col_text(j, 2), dtx_outbox_crash_limit)));
+		need_attempt_recovery = false;
+	}
+	if (next_deferred == DT_NOBEGIN)
+	{
+		bool		isnull;
+		Datum		d;
+
+		run(P_MIN_DEFERRED, NULL, NULL);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		next_deferred = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+	}
+	sinks_load();
+	foreach(lc, sinks)
+	{
+		Sink	   *s = lfirst(lc);
+		int			limit = sink_allowance(s, now);
+		Batch	   *b;
+
+		if (limit == 0)
+			continue;
+		if (s->kind == SINK_NOTIFY)
+		{
+			notify_sinks = lappend(notify_sinks, s);
+			continue;
+		}
+		if (s->kind == SINK_POSTGRES)
+		{
+			ConnectArgs a = {s, NULL};
+			ErrorData  *e = dtx_try(connect_sink, &a);
+
+			if (e != NULL)
+			{
+				sink_round_result(s, false, true, e->message);
+				FreeErrorData(e);
+				continue;
+			}
+			b = claim_batch(s, limit, true);
+			if (b)
+				b->conn = a.conn;
+		}
+		else
+			b = claim_batch(s, limit, true);
+		if (b == NULL)
+			continue;
+		/*
+		 * Another round right away: a full batch leaves more behind, and
+		 * a delivered key head lets the next message of its key go.
+		 */
+		more = true;
+		batches = lappend(batches, b);
+	}
+	xact_commit();
+
+	/* 2. notify sinks: their own transactions */
+	foreach(lc, notify_sinks)
+	{
+		Sink	   *s = lfirst(lc);
+
+		notify_round(s, sink_allowance(s, now), &more);
+	}
+
+	/* 3. send, no transaction open */
+	foreach(lc, batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		if (b->sink->kind == SINK_POSTGRES)
+		{
+			char	   *error;
+
+			b->sent = pg_send(b, 0, b->n, &error);
+			if (!b->sent)
+				set_all(b, OUT_RETRY, true, error);
+		}
+		else
+			nreqs += b->n;
+	}
+	reqs = palloc0(sizeof(DtxHttpRequest) * Max(nreqs, 1));
+	req_msgs = palloc0(sizeof(Msg *) * Max(nreqs, 1));
+	nreqs = 0;
+	foreach(lc, batches)
+	{
+		Batch	   *b = lfirst(lc);
+		Sink	   *s = b->sink;
+
+		if (s->kind != SINK_HTTP)
+			continue;
+		for (i = 0; i < b->n; i++)
+		{
+			DtxHttpRequest *r = &reqs[nreqs];
+
+			r->url = s->url;
+			r->headers = (const char *const *) s->headers;
+			r->nheaders = s->nheaders;
+			r->body = b->msgs[i].envelope;
+			r->body_len = strlen(b->msgs[i].envelope);
+			r->message_id = b->msgs[i].id;
+			r->timeout_ms = SINK_SETTING(s, timeout_ms, dtx_outbox_timeout);
+			req_msgs[nreqs++] = &b->msgs[i];
+		}
+	}
+	if (nreqs > 0)
+	{
+		pgstat_report_activity(STATE_RUNNING, "outbox: HTTP requests in flight");
+		dtx_http_perform(reqs, nreqs);
+		for (i = 0; i < nreqs; i++)
+			http_outcome(req_msgs[i], &reqs[i]);
+	}
+	foreach(lc, batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		if (b->sink->kind == SINK_POSTGRES && b->sent)
+		{
+			pgstat_report_activity(STATE_RUNNING, "outbox: waiting for a postgres sink");
+			pg_collect(b);
+		}
+	}
+
+	/* 4. record */
+	xact_begin();
+	foreach(lc, batches)
+		record_batch((Batch *) lfirst(lc));
+	sinks_save();
+	xact_commit();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return more;
+}
+
+static void
+outbox_housekeeping(void)
+{
+	Datum		args[2];
+
+	xact_begin();
+	args[0] = Float8GetDatum((double) dtx_inbox_retention);
+	args[1] = Float8GetDatum((double) dtx_outbox_keep_delivered);
+	run(P_HOUSEKEEPING, args, NULL);
+	xact_commit();
+}
+
+/*
+ * dtx_outbox_work runs dispatch rounds while sinks have full batches (at
+ * most a few, then it returns to let the worker check its other duties)
+ * and returns how long the worker may sleep, in ms.  An ERROR is logged,
+ * the transaction rolled back, and the dispatcher resumes after a pause
+ * (the attempts it left are then counted as crashes).
+ */
+long
+dtx_outbox_work(void)
+{
+	MemoryContext old = CurrentMemoryContext;
+	volatile long sleep_ms = dtx_outbox_poll_interval;
+	TimestampTz now;
+
+	if (outbox_cxt == NULL)
+	{
+		outbox_cxt = AllocSetContextCreate(TopMemoryContext, "pg_dtx outbox",
+										   ALLOCSET_DEFAULT_SIZES);
+		round_cxt = AllocSetContextCreate(outbox_cxt, "pg_dtx outbox round",
+										  ALLOCSET_DEFAULT_SIZES);
+	}
+
+	PG_TRY();
+	{
+		int			rounds;
+		bool		more = false;
+
+		for (rounds = 0; rounds < 16; rounds++)
+		{
+			MemoryContextSwitchTo(round_cxt);
+			more = outbox_round();
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(round_cxt);
+			CHECK_FOR_INTERRUPTS();
+			if (!more)
+				break;
+		}
+		now = GetCurrentTimestamp();
+		if (TimestampDifferenceExceeds(last_housekeeping, now, HOUSEKEEPING_MS))
+		{
+			MemoryContextSwitchTo(round_cxt);
+			outbox_housekeeping();
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(round_cxt);
+			last_housekeeping = now;
+		}
+		if (more)
+			sleep_ms = 0;
+		else
+		{
+			ListCell   *lc;
+			TimestampTz wake = TimestampTzPlusMilliseconds(now, dtx_outbox_poll_interval);
+
+			if (next_deferred != DT_NOBEGIN && next_deferred != DT_NOEND && next_deferred < wake)
+				wake = next_deferred;
+			foreach(lc, sinks)
+			{
+				Sink	   *s = lfirst(lc);
+
+				if (s->breaker == BREAKER_OPEN && s->breaker_until < wake)
+					wake = s->breaker_until;
+				if (s->hold_until > now && s->hold_until < wake)
+					wake = s->hold_until;
+			}
+			sleep_ms = (long) ((wake - now) / 1000) + 1;
+			if (sleep_ms < 1)
+				sleep_ms = 1;
+		}
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		dtx_http_abandon();
+		MemoryContextReset(round_cxt);
+		{
+			ListCell   *lc;
+
+			foreach(lc, sinks)
+			{
+				Sink	   *s = lfirst(lc);
+
+				s->last_error = NULL;	/* was in round_cxt */
+				s->delivered = 0;	/* rolled back */
+				s->dirty = true;
+			}
+		}
+		need_attempt_recovery = true;
+		sleep_ms = 1000;
+	}
+	PG_END_TRY();
+	return sleep_ms;
+}
