@@ -1,0 +1,168 @@
+--
+-- The transactional outbox: its SQL surface and bad input, and delivery to
+-- a postgres sink (database dtx_regress_a on this instance, which does not
+-- have pg_dtx).  HTTP, NOTIFY, failures, the circuit breaker and crashes
+-- are in test/t/007_outbox.pl and test/t/008_outbox_crash.pl.
+--
+
+-- wait_outbox_empty(): polls until dtx.outbox holds no routed message (10 s at most)
+CREATE FUNCTION wait_outbox_empty() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    IF NOT EXISTS (SELECT FROM dtx.outbox WHERE sink_id <> 0) THEN
+      RETURN 'empty';
+    END IF;
+    PERFORM pg_sleep(0.01);
+    PERFORM pg_stat_clear_snapshot();
+  END LOOP;
+  RETURN 'still ' || (SELECT count(*) FROM dtx.outbox WHERE sink_id <> 0) || ' messages';
+END $$;
+
+SELECT dtx.exec('loop_a', $$CREATE TABLE events (id bigint PRIMARY KEY, topic text, key text,
+    payload jsonb, headers jsonb, created_at timestamptz,
+    CHECK (payload->>'reject' IS NULL))$$);
+
+-- sinks and routes
+SELECT dtx.sink_create('a', 'postgres', '{"server": "loop_a", "table": "events", "max_attempts": 2, "backoff_base_ms": 10}') > 0 AS created;
+SELECT dtx.route_create('orders.*', 'a');
+SELECT name, kind, options, breaker FROM dtx.outbox_sink;
+
+-- messages are delivered after commit, never from a rolled-back transaction
+BEGIN;
+SELECT dtx.outbox_send('orders.created', '{"order": 1}', key => 'order-1') AS first_id \gset
+SELECT dtx.outbox_send('orders.paid', '{"order": 1}', key => 'order-1',
+                       headers => '{"trace": "abc"}') > :first_id AS ids_increase;
+SELECT count(*) AS queued FROM dtx.outbox;
+COMMIT;
+BEGIN;
+SELECT dtx.outbox_send('orders.created', '{"order": 2}', key => 'order-2') > 0 AS sent;
+ROLLBACK;
+SELECT wait_outbox_empty();
+SELECT id - :first_id AS n, topic, key, payload, headers
+  FROM dtx.query('loop_a', 'SELECT id, topic, key, payload::text, headers::text FROM events ORDER BY id')
+       AS t(id bigint, topic text, key text, payload jsonb, headers jsonb);
+SELECT sink, ready, in_flight, deferred, delivered, dead, breaker FROM dtx.outbox_status;
+
+-- a row the target rejects (a CHECK constraint) is sent alone, retried,
+-- then dead-lettered; the other messages of the batch are delivered
+SELECT dtx.outbox_send('orders.x', jsonb_build_object('n', g) ||
+                       CASE WHEN g = 2 THEN '{"reject": true}'::jsonb ELSE '{}' END) > 0 AS sent
+  FROM generate_series(1, 3) g;
+SELECT wait_outbox_empty();
+SELECT payload FROM dtx.query('loop_a', $$SELECT payload::text FROM events WHERE topic = 'orders.x' ORDER BY id$$)
+  AS t(payload jsonb);
+SELECT sink, topic, payload, attempts, reason, last_error FROM dtx.outbox_dead;
+-- fixed at the target, the dead letter is replayed and delivered once
+SELECT dtx.exec('loop_a', 'ALTER TABLE events DROP CONSTRAINT events_payload_check');
+SELECT dtx.outbox_replay(message_id) FROM dtx.outbox_dead;
+SELECT wait_outbox_empty();
+SELECT count(*) AS rows, count(DISTINCT id) AS ids
+  FROM dtx.query('loop_a', $$SELECT id FROM events WHERE topic = 'orders.x'$$) AS t(id bigint);
+SELECT count(*) AS dead FROM dtx.outbox_dead;
+SELECT sink, delivered, dead FROM dtx.outbox_status;
+
+-- a topic no route matches waits as "(unrouted)" until a route takes it
+SELECT dtx.outbox_send('audit.login', '{"user": "ann"}') > 0 AS sent;
+SELECT sink, ready FROM dtx.outbox_status WHERE sink = '(unrouted)';
+SELECT dtx.route_create('audit.*', 'a') AS taken_over;
+SELECT wait_outbox_empty();
+SELECT count(*) FROM dtx.outbox;
+SELECT payload FROM dtx.query('loop_a', $$SELECT payload::text FROM events WHERE topic = 'audit.login'$$)
+  AS t(payload jsonb);
+-- '*' is the only wildcard: % and _ are literal
+SELECT dtx.route_create('odd_%', 'a');
+SELECT dtx.outbox_send('oddX%', '{}') > 0 AS sent;
+SELECT count(*) AS unrouted FROM dtx.outbox WHERE sink_id = 0;
+DELETE FROM dtx.outbox WHERE sink_id = 0;
+SELECT dtx.route_drop('odd_%', 'a'), dtx.route_drop('odd_%', 'a');
+
+-- blocked keys and skipping a key's head (queued here without a worker
+-- claim: the rows are moved straight into the future)
+SELECT dtx.sink_create('parked', 'http', '{"url": "http://127.0.0.1:1/never"}') > 0 AS created;
+SELECT dtx.route_create('parked', 'parked');
+BEGIN;
+SELECT dtx.outbox_send('parked', jsonb_build_object('n', g), 'k') > 0 FROM generate_series(1, 3) g;
+UPDATE dtx.outbox SET next_attempt_at = 'infinity', attempts = 1, last_error = 'HTTP 503'
+ WHERE topic = 'parked';
+COMMIT;
+SELECT sink, key, attempts, last_error, waiting FROM dtx.outbox_blocked_keys();
+SELECT dtx.outbox_skip('parked', 'k') IS NOT NULL AS skipped;
+SELECT d.payload, d.reason FROM dtx.outbox_dead d;
+SELECT sink, key, waiting FROM dtx.outbox_blocked_keys();
+SELECT dtx.outbox_skip('parked', 'no-such-key');
+-- replay-all puts the dead letters of a sink back
+SELECT dtx.outbox_replay_all('parked');
+SELECT count(*) FROM dtx.outbox WHERE topic = 'parked';
+-- a sink with messages is not dropped unless forced: they become dead letters
+SELECT expect_error($$SELECT dtx.sink_drop('parked')$$);
+SELECT dtx.sink_drop('parked', force => true);
+SELECT sink, reason, count(*) FROM dtx.outbox_dead GROUP BY 1, 2;
+SELECT count(*) FROM dtx.outbox_route r JOIN dtx.outbox_sink s USING (sink_id) WHERE s.name = 'parked';
+DELETE FROM dtx.outbox_dead;
+
+-- bad input: each gets an SQLSTATE, nothing queued is lost
+SELECT dtx.outbox_send('orders.keep', '{"keep": true}') > 0 AS sent;
+SELECT expect_error($$SELECT dtx.outbox_send(NULL, '{}')$$);
+SELECT expect_error($$SELECT dtx.outbox_send('t', NULL)$$);
+SELECT expect_error($$SELECT dtx.outbox_send('', '{}')$$);
+SELECT expect_error($$SELECT dtx.outbox_send(repeat('t', 256), '{}')$$);
+SELECT expect_error($$SELECT dtx.outbox_send('t', '{"a": ')$$);
+SELECT expect_error($$SELECT dtx.outbox_send('t', '{}', repeat('k', 1025))$$);
+SELECT expect_error($$SELECT dtx.outbox_send('t', '{}', headers => '[1]')$$);
+SET dtx.outbox_max_payload = '1kB';
+SELECT expect_error($$SELECT dtx.outbox_send('t', jsonb_build_object('pad', repeat('x', 2000)))$$);
+RESET dtx.outbox_max_payload;
+SELECT expect_error($$SELECT dtx.sink_create('x', 'kafka', '{}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', NULL, '{}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "ftp://host/x"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://h/", "headers": {"A": 1}}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://h/", "timeout_ms": -5}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://h/", "timout_ms": 5}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "nope", "table": "t"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "loop_a"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "loop_a", "table": "a..b"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'notify', '{"channel": ""}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'notify', '[]')$$);
+SELECT expect_error($$SELECT dtx.sink_create('a', 'notify', '{"channel": "c"}')$$);
+SELECT expect_error($$SELECT dtx.route_create('t', 'no_such_sink')$$);
+SELECT expect_error($$SELECT dtx.route_create(NULL, 'a')$$);
+SELECT expect_error($$SELECT dtx.sink_drop('no_such_sink')$$);
+SELECT expect_error($$SELECT dtx.outbox_replay(NULL)$$);
+SELECT expect_error($$SELECT dtx.outbox_replay(123456789)$$);
+SELECT expect_error($$SELECT dtx.outbox_replay_all('no_such_sink')$$);
+SELECT expect_error($$SELECT dtx.outbox_skip('no_such_sink', 'k')$$);
+SELECT expect_error($$SELECT dtx.inbox_accept(NULL)$$);
+SELECT wait_outbox_empty();
+SELECT payload FROM dtx.query('loop_a', $$SELECT payload::text FROM events WHERE topic = 'orders.keep'$$)
+  AS t(payload jsonb);
+
+-- the inbox: true only the first time per (source, id), in the caller's transaction
+SELECT dtx.inbox_accept('m-1'), dtx.inbox_accept('m-1'), dtx.inbox_accept('m-1', 'other');
+BEGIN;
+SELECT dtx.inbox_accept('m-2');
+ROLLBACK;
+SELECT dtx.inbox_accept('m-2');
+SELECT source, message_id FROM dtx.inbox ORDER BY 1, 2;
+
+-- only superusers (and roles granted EXECUTE) configure sinks and send
+CREATE ROLE outbox_app;
+SET ROLE outbox_app;
+SELECT expect_error($$SELECT dtx.outbox_send('orders.x', '{}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('y', 'notify', '{"channel": "c"}')$$);
+SELECT expect_error($$SELECT * FROM dtx.outbox$$);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) TO outbox_app;
+SET ROLE outbox_app;
+SELECT dtx.outbox_send('orders.app', '{"from": "app"}') > 0 AS sent;
+RESET ROLE;
+SELECT wait_outbox_empty();
+REVOKE EXECUTE ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) FROM outbox_app;
+DROP ROLE outbox_app;
+
+-- the hot table keeps nothing delivered
+SELECT count(*) AS hot_rows FROM dtx.outbox;
+SELECT count(*) AS attempts_open FROM dtx.outbox_attempt;
+SELECT dtx.sink_drop('a');
+SELECT dtx.exec('loop_a', 'DROP TABLE events');
+DROP FUNCTION wait_outbox_empty();
