@@ -581,6 +581,9 @@ DECLARE
     s dtx.outbox_sink;
     n bigint;
 BEGIN
+    -- lock order as the dispatcher's: the sink's messages, then the sink
+    PERFORM FROM dtx.outbox o JOIN dtx.outbox_sink x USING (sink_id)
+     WHERE x.name = sink_drop.name FOR UPDATE OF o;
     SELECT * INTO s FROM dtx.outbox_sink WHERE outbox_sink.name = sink_drop.name FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'sink "%" does not exist', name USING ERRCODE = '42704';
