@@ -118,3 +118,41 @@ SELECT dtx.lease_renew('ledger-writer', :a_token, '30 s');
 \set ON_ERROR_STOP on
 SELECT * FROM ledger;
 SELECT dtx.lease_release('ledger-writer', :b_token) AS b_released;
+
+\echo
+\echo '-- 10. Transactional outbox.  The order row and its message commit together; the pg_dtx worker is woken'
+\echo '--     at commit and delivers the message to a table in bank_a (which does not need pg_dtx):'
+\echo '--     INSERT ... ON CONFLICT (id) DO NOTHING, so a redelivery has no effect.  A rolled-back order sends nothing.'
+SELECT dtx.exec('bank_a', 'CREATE TABLE order_events (id bigint PRIMARY KEY, topic text, key text, payload jsonb, headers jsonb, created_at timestamptz, received_at timestamptz DEFAULT clock_timestamp())') AS created;
+SELECT dtx.sink_create('billing', 'postgres', '{"server": "bank_a", "table": "order_events"}') AS sink_id;
+SELECT dtx.route_create('orders.*', 'billing') AS unrouted_taken_over;
+CREATE TABLE orders (id int PRIMARY KEY, total numeric NOT NULL);
+BEGIN;
+INSERT INTO orders VALUES (42, 99.50);
+SELECT dtx.outbox_send('orders.created', '{"order": 42, "total": 99.5}', key => 'order-42') AS message_id;
+COMMIT;
+BEGIN;
+INSERT INTO orders VALUES (43, 10);
+SELECT dtx.outbox_send('orders.created', '{"order": 43, "total": 10}', key => 'order-43') AS message_id;
+ROLLBACK;
+DO $$ BEGIN FOR i IN 1..500 LOOP EXIT WHEN NOT EXISTS (SELECT FROM dtx.outbox); PERFORM pg_sleep(0.01); END LOOP; END $$;
+SELECT id, topic, key, payload, received_at - created_at < interval '1 s' AS "delivered within a second"
+  FROM dtx.query('bank_a', 'SELECT id, topic, key, payload::text, created_at, received_at FROM order_events')
+       AS t(id bigint, topic text, key text, payload jsonb, created_at timestamptz, received_at timestamptz);
+SELECT sink, ready, in_flight, delivered, dead, breaker FROM dtx.outbox_status;
+
+\echo
+\echo '-- 11. A sink that is down (bank_b, stopped in step 8): the message waits and is retried with backoff;'
+\echo '--     once bank_b is back, it is delivered.  Consumers get exactly-once effect with dtx.inbox_accept.'
+SELECT dtx.sink_create('audit', 'postgres', '{"server": "bank_b", "table": "audit_events", "backoff_base_ms": 200, "backoff_max_ms": 1000}') AS sink_id;
+SELECT dtx.route_create('orders.*', 'audit') AS unrouted_taken_over;
+SELECT dtx.outbox_send('orders.shipped', '{"order": 42}', key => 'order-42') AS message_id;
+SELECT pg_sleep(1);
+SELECT sink, ready + deferred AS waiting, delivered, left(last_error, 60) AS last_error FROM dtx.outbox_status WHERE sink = 'audit';
+\! pg_ctl -D "$DEMO_B_DATA" -l "$DEMO_DIR/b.log" start -w >/dev/null
+SELECT dtx.exec('bank_b', 'CREATE TABLE audit_events (id bigint PRIMARY KEY, topic text, key text, payload jsonb, headers jsonb, created_at timestamptz)') AS created;
+DO $$ BEGIN FOR i IN 1..1000 LOOP EXIT WHEN NOT EXISTS (SELECT FROM dtx.outbox); PERFORM pg_sleep(0.01); END LOOP; END $$;
+SELECT sink, ready + deferred AS waiting, delivered, dead, breaker FROM dtx.outbox_status ORDER BY sink;
+SELECT * FROM dtx.query('bank_b', 'SELECT id, topic, payload::text FROM audit_events') AS t(id bigint, topic text, payload jsonb);
+-- the consumer side: the first delivery of message 1 has its effect, a redelivery does not
+SELECT dtx.inbox_accept('1', 'billing') AS first_time, dtx.inbox_accept('1', 'billing') AS redelivered;
