@@ -367,6 +367,8 @@ typedef struct Sink
 
 	bool		maybe_suspects;
 	bool		seen;
+	int			remote_pid;		/* postgres: the connection that got our */
+	void	   *remote_conn;	/* SET (pid and PGconn) */
 } Sink;
 
 typedef enum Outcome
@@ -920,6 +922,18 @@ connect_sink(void *arg)
 	UserMapping *user = GetUserMapping(a->sink->owner, server->serverid);
 
 	a->conn = dtx_conn_get(server, user);
+
+	/*
+	 * A delivery is confirmed once the target committed it durably,
+	 * whatever the target's default: a new connection gets
+	 * synchronous_commit = on before its first batch.
+	 */
+	if (a->conn->remote_pid != a->sink->remote_pid || a->conn->conn != a->sink->remote_conn)
+	{
+		dtx_conn_exec_command(a->conn, "SET synchronous_commit = on");
+		a->sink->remote_pid = a->conn->remote_pid;
+		a->sink->remote_conn = a->conn->conn;
+	}
 }
 
 /* ----------------------------------------------------------------
