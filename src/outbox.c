@@ -503,8 +503,7 @@ static const char *sink_load_sql =
 "       (options->>'batch_size')::int, (options->>'max_attempts')::int,"
 "       (options->>'backoff_base_ms')::int, (options->>'backoff_max_ms')::int,"
 "       (options->>'breaker_threshold')::int, (options->>'breaker_cooldown_ms')::int,"
-"       (SELECT array_agg(h.key || ': ' || h.value) FROM jsonb_each_text(options->'headers') h),"
-"       EXISTS (SELECT FROM dtx.outbox o WHERE o.sink_id = s.sink_id AND o.crashes > 0)"
+"       (SELECT array_agg(h.key || ': ' || h.value) FROM jsonb_each_text(options->'headers') h)"
 " FROM dtx.outbox_sink s ORDER BY sink_id";
 
 static const char *sink_save_sql =
@@ -593,14 +592,24 @@ col_int(int row, int col, int dflt)
 	return isnull ? dflt : DatumGetInt32(d);
 }
 
-/* Transactions of the dispatcher: SPI connected, a snapshot pushed */
+/*
+ * Transactions of the dispatcher: SPI connected, a snapshot pushed.  The
+ * memory context of the caller is current again after the commit (a commit
+ * leaves TopMemoryContext current, where round data would leak).
+ */
+static MemoryContext xact_caller_cxt = NULL;
+
 static void
 xact_begin(void)
 {
+	xact_caller_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* the dispatcher's own commits need not wait for the WAL flush */
+	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
 static void
@@ -609,6 +618,7 @@ xact_commit(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(xact_caller_cxt);
 }
 
 /* ----------------------------------------------------------------
@@ -1359,6 +1369,9 @@ notify_round(Sink *s, int limit, bool *more)
 		int			i;
 
 		xact_begin();
+		/* notified and deleted in one commit: that one is waited for */
+		(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 		b = claim_batch(s, limit, false);
 		if (b != NULL)
 		{
