@@ -599,6 +599,14 @@ col_int(int row, int col, int dflt)
  */
 static MemoryContext xact_caller_cxt = NULL;
 
+/* A setting for the rest of the current transaction (SET LOCAL) */
+static void
+local_setting(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
 static void
 xact_begin(void)
 {
@@ -608,8 +616,16 @@ xact_begin(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* the dispatcher's own commits need not wait for the WAL flush */
-	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
+	local_setting("synchronous_commit", "off");
+
+	/*
+	 * The queue's statistics are always stale (it fills and drains between
+	 * two ANALYZEs): a plan made while it was small may seq-scan it for
+	 * every row of a backlog.  Its indexes are always the right access.
+	 */
+	local_setting("enable_seqscan", "off");
+	local_setting("enable_bitmapscan", "off");
+	local_setting("jit", "off");
 }
 
 static void
@@ -1370,8 +1386,7 @@ notify_round(Sink *s, int limit, bool *more)
 
 		xact_begin();
 		/* notified and deleted in one commit: that one is waited for */
-		(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
+		local_setting("synchronous_commit", "on");
 		b = claim_batch(s, limit, false);
 		if (b != NULL)
 		{
