@@ -1527,6 +1527,13 @@ outbox_round(void)
 		more = true;
 		batches = lappend(batches, b);
 	}
+
+	/*
+	 * The attempt rows must survive a crash of this process (that is how a
+	 * message that crashes it is found): this commit is flushed.
+	 */
+	if (batches != NIL)
+		local_setting("synchronous_commit", "on");
 	xact_commit();
 
 	/* 2. notify sinks: their own transactions */
