@@ -42,6 +42,8 @@
 #include "postgres.h"
 
 #include <math.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "access/detoast.h"
 #include "access/xact.h"
@@ -53,6 +55,8 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/fd.h"
+#include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -414,6 +418,7 @@ static bool need_attempt_recovery = true;
 static TimestampTz next_deferred = DT_NOBEGIN;	/* NOBEGIN: not known yet */
 static TimestampTz last_housekeeping = 0;
 
+
 /* ----------------------------------------------------------------
  * Dispatcher: SQL
  * ----------------------------------------------------------------
@@ -439,6 +444,9 @@ CLAIM_WHERE;
 
 static const char *attempt_insert_sql =
 "INSERT INTO dtx.outbox_attempt (sink_id, message_ids) VALUES ($1, $2) RETURNING attempt_id";
+
+static const char *forget_attempts_sql =
+"DELETE FROM dtx.outbox_attempt WHERE attempt_id = ANY ($1)";
 
 static const char *attempt_delete_sql =
 "DELETE FROM dtx.outbox_attempt WHERE attempt_id = $1";
@@ -535,7 +543,7 @@ enum
 {
 	P_CLAIM_ROWS, P_CLAIM_ENVELOPE, P_ATTEMPT_INSERT, P_ATTEMPT_DELETE,
 	P_SUCCESS, P_FAILURE, P_RECOVER, P_QUARANTINE, P_SINK_LOAD, P_SINK_SAVE,
-	P_MIN_DEFERRED, P_HOUSEKEEPING, NPLANS
+	P_MIN_DEFERRED, P_HOUSEKEEPING, P_FORGET_ATTEMPTS, NPLANS
 };
 
 static PlanSlot plans[NPLANS] = {
@@ -553,6 +561,7 @@ static PlanSlot plans[NPLANS] = {
 	TEXTOID}},
 	[P_MIN_DEFERRED] = {&min_deferred_sql, 0},
 	[P_HOUSEKEEPING] = {&housekeeping_sql, 2, {FLOAT8OID, FLOAT8OID}},
+	[P_FORGET_ATTEMPTS] = {&forget_attempts_sql, 1, {INT8ARRAYOID}},
 };
 
 /* run(plan, values, nulls): SPI_execute_plan of a kept plan; ERRORs on failure */
@@ -635,6 +644,95 @@ xact_commit(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(xact_caller_cxt);
+}
+
+/*
+ * A clean stop is not a crash.  The attempts in flight when SIGTERM arrives
+ * (fast or smart shutdown, DROP DATABASE) are listed in a file of the data
+ * directory as the process exits; the next dispatcher drops their attempt
+ * rows instead of counting them as crashes.  A crash writes no file.
+ */
+#define MAX_INFLIGHT 1024
+static int64 inflight[MAX_INFLIGHT];	/* attempt ids between claim and record */
+static int	ninflight = 0;
+static volatile sig_atomic_t stop_requested = false;
+
+static void
+clean_stop_path(char *path)
+{
+	snprintf(path, MAXPGPATH, "pg_dtx_outbox.%u.stopped", MyDatabaseId);
+}
+
+/* SIGTERM handler of the worker: remember it was asked, then die() */
+void
+dtx_outbox_sigterm(SIGNAL_ARGS)
+{
+	stop_requested = true;
+	die(postgres_signal_arg);
+}
+
+/* From the worker's exit callback */
+void
+dtx_outbox_on_exit(void)
+{
+	char		path[MAXPGPATH];
+	char		tmp[MAXPGPATH + 4];
+	FILE	   *f;
+	int			i;
+
+	if (!stop_requested || ninflight == 0)
+		return;
+	clean_stop_path(path);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = AllocateFile(tmp, "w");
+	if (f == NULL)
+		return;
+	for (i = 0; i < ninflight; i++)
+		fprintf(f, INT64_FORMAT "\n", inflight[i]);
+	if (fflush(f) != 0 || pg_fsync(fileno(f)) != 0)
+	{
+		FreeFile(f);
+		unlink(tmp);
+		return;
+	}
+	FreeFile(f);
+	(void) durable_rename(tmp, path, LOG);
+}
+
+/*
+ * forget_clean_stop drops the attempt rows a clean stop left (inside the
+ * recovery transaction); returns true if there was a file, to unlink after
+ * the commit.
+ */
+static bool
+forget_clean_stop(void)
+{
+	char		path[MAXPGPATH];
+	FILE	   *f;
+	int64		id;
+	int			n = 0;
+	Datum	   *ids;
+
+	clean_stop_path(path);
+	f = AllocateFile(path, "r");
+	if (f == NULL)
+		return false;
+	ids = palloc(sizeof(Datum) * MAX_INFLIGHT);
+	while (n < MAX_INFLIGHT && fscanf(f, INT64_FORMAT, &id) == 1)
+		ids[n++] = Int64GetDatum(id);
+	FreeFile(f);
+	if (n > 0)
+	{
+		Datum		arg = PointerGetDatum(construct_array(ids, n, INT8OID, 8,
+														  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+		run(P_FORGET_ATTEMPTS, &arg, NULL);
+		if (SPI_processed > 0)
+			ereport(LOG,
+					(errmsg("pg_dtx outbox: " UINT64_FORMAT " attempt(s) in flight at the last clean stop will be retried as usual",
+							SPI_processed)));
+	}
+	return true;
 }
 
 /* ----------------------------------------------------------------
@@ -1432,6 +1530,17 @@ notify_round(Sink *s, int limit, bool *more)
  * ----------------------------------------------------------------
  */
 
+/* lappend in the round context (inside a transaction, SPI's is current) */
+static List *
+round_lappend(List *list, void *datum)
+{
+	MemoryContext old = MemoryContextSwitchTo(round_cxt);
+
+	list = lappend(list, datum);
+	MemoryContextSwitchTo(old);
+	return list;
+}
+
 /*
  * outbox_round runs one round over every sink.  Returns true if some sink
  * got a full batch (more may be waiting).
@@ -1444,6 +1553,7 @@ outbox_round(void)
 	List	   *notify_sinks = NIL;
 	ListCell   *lc;
 	bool		more = false;
+	bool		had_clean_stop = false;
 	DtxHttpRequest *reqs;
 	Msg		  **req_msgs;
 	int			nreqs = 0;
@@ -1459,6 +1569,8 @@ outbox_round(void)
 		Datum		limit = Int32GetDatum(dtx_outbox_crash_limit);
 		uint64		j;
 
+		had_clean_stop = forget_clean_stop();
+		ninflight = 0;
 		run(P_RECOVER, NULL, NULL);
 		if (SPI_processed > 0)
 		{
@@ -1498,7 +1610,7 @@ outbox_round(void)
 			continue;
 		if (s->kind == SINK_NOTIFY)
 		{
-			notify_sinks = lappend(notify_sinks, s);
+			notify_sinks = round_lappend(notify_sinks, s);
 			continue;
 		}
 		if (s->kind == SINK_POSTGRES)
@@ -1525,7 +1637,7 @@ outbox_round(void)
 		 * a delivered key head lets the next message of its key go.
 		 */
 		more = true;
-		batches = lappend(batches, b);
+		batches = round_lappend(batches, b);
 	}
 
 	/*
@@ -1535,6 +1647,20 @@ outbox_round(void)
 	if (batches != NIL)
 		local_setting("synchronous_commit", "on");
 	xact_commit();
+	if (had_clean_stop)
+	{
+		char		path[MAXPGPATH];
+
+		clean_stop_path(path);
+		(void) unlink(path);
+	}
+	foreach(lc, batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		if (b->attempt_id > 0 && ninflight < MAX_INFLIGHT)
+			inflight[ninflight++] = b->attempt_id;
+	}
 
 	/* 2. notify sinks: their own transactions */
 	foreach(lc, notify_sinks)
@@ -1608,6 +1734,7 @@ outbox_round(void)
 		record_batch((Batch *) lfirst(lc));
 	sinks_save();
 	xact_commit();
+	ninflight = 0;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return more;

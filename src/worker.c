@@ -369,6 +369,7 @@ worker_on_exit(int code, Datum arg)
 {
 	DtxWorkerSlot *s;
 
+	dtx_outbox_on_exit();
 	LWLockAcquire(dtx_shared->lock, LW_EXCLUSIVE);
 	s = slot_find(DatumGetObjectId(arg), false);
 	if (s && s->pid == MyProcPid)
@@ -392,6 +393,7 @@ dtx_worker_main(Datum arg)
 	TimestampTz last_recovery = 0;
 
 	worker_start(dboid, "pg_dtx worker");
+	pqsignal(SIGTERM, dtx_outbox_sigterm);	/* die(), noting a clean stop */
 
 	LWLockAcquire(dtx_shared->lock, LW_EXCLUSIVE);
 	s = slot_find(dboid, true);
