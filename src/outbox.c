@@ -409,6 +409,7 @@ typedef struct Batch
 	int64		attempt_id;
 	DtxConn    *conn;			/* postgres */
 	bool		sent;
+	bool		solo;			/* a suspect, alone in its round */
 } Batch;
 
 static List *sinks = NIL;		/* of Sink *, in outbox_cxt */
@@ -485,10 +486,11 @@ static const char *failure_sql =
 
 /* Attempts that died with the process: suspects, then quarantine ($1 limit) */
 static const char *recover_sql =
-"WITH a AS (DELETE FROM dtx.outbox_attempt RETURNING sink_id, message_ids)"
-" UPDATE dtx.outbox o SET crashes = CASE WHEN cardinality(a.message_ids) = 1"
+"WITH a AS (DELETE FROM dtx.outbox_attempt RETURNING sink_id, message_ids),"
+"     n AS (SELECT sum(cardinality(message_ids)) AS msgs FROM a)"
+" UPDATE dtx.outbox o SET crashes = CASE WHEN n.msgs = 1"
 "                                        THEN o.crashes + 1 ELSE greatest(o.crashes, 1) END"
-" FROM a WHERE o.sink_id = a.sink_id AND o.message_id = ANY (a.message_ids)";
+" FROM a, n WHERE o.sink_id = a.sink_id AND o.message_id = ANY (a.message_ids)";
 
 static const char *quarantine_sql =
 "WITH q AS (DELETE FROM dtx.outbox o WHERE o.crashes > $1 RETURNING o.*)"
@@ -959,41 +961,36 @@ ids_array(Msg *msgs, int n, bool (*pick) (Msg *), int *count)
 }
 
 /*
- * claim_batch selects the sink's next messages (suspects first, alone) and
- * copies them into the round context.  Inside a dispatcher transaction.
+ * claim_batch selects the sink's next messages (with suspects, its oldest
+ * suspect only) and copies them into the round context; the attempt is
+ * recorded unless the sink is a notify sink.  Inside a dispatcher
+ * transaction.
  */
 static Batch *
-claim_batch(Sink *s, int limit, bool record_attempt)
+claim_batch(Sink *s, int limit, bool suspects)
 {
 	Datum		args[3];
 	Batch	   *b;
 	uint64		i;
 	bool		envelope = (s->kind != SINK_POSTGRES);
+	bool		record_attempt = (s->kind != SINK_NOTIFY);
 	MemoryContext old;
 
 	args[0] = Int32GetDatum(s->id);
-	args[1] = Int32GetDatum(limit);
-	args[2] = BoolGetDatum(false);
-	if (s->maybe_suspects)
-	{
-		args[1] = Int32GetDatum(1);
-		args[2] = BoolGetDatum(true);
-		run(envelope ? P_CLAIM_ENVELOPE : P_CLAIM_ROWS, args, NULL);
-		if (SPI_processed == 0)
-		{
-			s->maybe_suspects = false;
-			args[1] = Int32GetDatum(limit);
-			args[2] = BoolGetDatum(false);
-		}
-	}
-	if (!DatumGetBool(args[2]))
-		run(envelope ? P_CLAIM_ENVELOPE : P_CLAIM_ROWS, args, NULL);
+	args[1] = Int32GetDatum(suspects ? 1 : limit);
+	args[2] = BoolGetDatum(suspects);
+	run(envelope ? P_CLAIM_ENVELOPE : P_CLAIM_ROWS, args, NULL);
 	if (SPI_processed == 0)
+	{
+		if (suspects)
+			s->maybe_suspects = false;
 		return NULL;
+	}
 
 	old = MemoryContextSwitchTo(round_cxt);
 	b = palloc0(sizeof(Batch));
 	b->sink = s;
+	b->solo = suspects;
 	b->n = SPI_processed;
 	b->msgs = palloc0(sizeof(Msg) * b->n);
 	for (i = 0; i < SPI_processed; i++)
@@ -1542,6 +1539,41 @@ round_lappend(List *list, void *datum)
 }
 
 /*
+ * claim_for claims for a sink (claim_batch), after opening the connection
+ * of a postgres sink; a connection failure counts against the sink.
+ */
+static Batch *
+claim_for(Sink *s, int limit, bool suspects)
+{
+	Batch	   *b;
+
+	if (s->kind == SINK_POSTGRES)
+	{
+		ConnectArgs a = {s, NULL};
+		ErrorData  *e = dtx_try(connect_sink, &a);
+
+		if (e != NULL)
+		{
+			sink_round_result(s, false, true, e->message);
+			FreeErrorData(e);
+			return NULL;
+		}
+		b = claim_batch(s, limit, suspects);
+		if (b)
+			b->conn = a.conn;
+		return b;
+	}
+	return claim_batch(s, limit, suspects);
+}
+
+/* The round's only batch is a suspect sent alone */
+static bool
+suspect_round(List *batches)
+{
+	return batches != NIL && ((Batch *) linitial(batches))->solo;
+}
+
+/*
  * outbox_round runs one round over every sink.  Returns true if some sink
  * got a full batch (more may be waiting).
  */
@@ -1600,38 +1632,43 @@ outbox_round(void)
 		next_deferred = isnull ? DT_NOEND : DatumGetTimestampTz(d);
 	}
 	sinks_load();
+
+	/*
+	 * Suspects go first, one message in the whole round: if the worker
+	 * dies again, the attempt left behind names that message alone.
+	 */
+	foreach(lc, sinks)
+	{
+		Sink	   *s = lfirst(lc);
+		Batch	   *b;
+
+		if (!s->maybe_suspects || s->kind == SINK_NOTIFY || sink_allowance(s, now) == 0)
+			continue;
+		b = claim_for(s, 1, true);
+		if (b != NULL)
+		{
+			batches = round_lappend(batches, b);
+			more = true;
+			break;
+		}
+	}
 	foreach(lc, sinks)
 	{
 		Sink	   *s = lfirst(lc);
 		int			limit = sink_allowance(s, now);
 		Batch	   *b;
 
-		if (limit == 0)
+		if (limit == 0 || suspect_round(batches))
 			continue;
 		if (s->kind == SINK_NOTIFY)
 		{
 			notify_sinks = round_lappend(notify_sinks, s);
 			continue;
 		}
-		if (s->kind == SINK_POSTGRES)
-		{
-			ConnectArgs a = {s, NULL};
-			ErrorData  *e = dtx_try(connect_sink, &a);
-
-			if (e != NULL)
-			{
-				sink_round_result(s, false, true, e->message);
-				FreeErrorData(e);
-				continue;
-			}
-			b = claim_batch(s, limit, true);
-			if (b)
-				b->conn = a.conn;
-		}
-		else
-			b = claim_batch(s, limit, true);
+		b = claim_for(s, limit, false);
 		if (b == NULL)
 			continue;
+
 		/*
 		 * Another round right away: a full batch leaves more behind, and
 		 * a delivered key head lets the next message of its key go.
