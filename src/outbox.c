@@ -631,9 +631,14 @@ xact_begin(void)
 
 	/*
 	 * The queue's statistics are always stale (it fills and drains between
-	 * two ANALYZEs): a plan made while it was small may seq-scan it for
-	 * every row of a backlog.  Its indexes are always the right access.
+	 * two ANALYZEs): a plan made while it looked small may scan all of it
+	 * for every row of a backlog (a seq scan in the per-key subquery), or
+	 * for a list of ids (sink_id alone as the index condition, the ids as
+	 * a filter).  Its indexes, with every condition in the index
+	 * condition, are always the right access: generic plans, no seq or
+	 * bitmap scans.
 	 */
+	local_setting("plan_cache_mode", "force_generic_plan");
 	local_setting("enable_seqscan", "off");
 	local_setting("enable_bitmapscan", "off");
 	local_setting("jit", "off");
