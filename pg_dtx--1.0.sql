@@ -442,6 +442,7 @@ CREATE TABLE dtx.outbox_attempt (
     message_ids bigint[] NOT NULL,
     started_at  timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE dtx.outbox_attempt ALTER COLUMN message_ids SET STORAGE EXTERNAL;	-- not compressed
 REVOKE ALL ON dtx.outbox_attempt FROM PUBLIC;
 
 CREATE TABLE dtx.outbox_dead (

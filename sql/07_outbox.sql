@@ -42,6 +42,15 @@ SELECT id - :first_id AS n, topic, key, payload, headers
   FROM dtx.query('loop_a', 'SELECT id, topic, key, payload::text, headers::text FROM events ORDER BY id')
        AS t(id bigint, topic text, key text, payload jsonb, headers jsonb);
 SELECT sink, ready, in_flight, deferred, delivered, dead, breaker FROM dtx.outbox_status;
+-- quotes, backslashes, braces, commas and non-ASCII arrive intact
+SELECT dtx.outbox_send('orders.odd', $${"q": "say \"hi\"", "b": "back\\slash", "u": "ünïcödé", "s": "{a,b}", "n": null}$$,
+                       key => 'k"e,y\{}', headers => $${"h": "\"\\"}$$) AS odd_id \gset
+SELECT wait_outbox_empty();
+SELECT t.key = 'k"e,y\{}' AS key_intact,
+       t.payload = $${"q": "say \"hi\"", "b": "back\\slash", "u": "ünïcödé", "s": "{a,b}", "n": null}$$::jsonb AS payload_intact,
+       t.headers = $${"h": "\"\\"}$$::jsonb AS headers_intact
+  FROM dtx.query('loop_a', 'SELECT key, payload::text, headers::text FROM events WHERE id = ' || :odd_id)
+       AS t(key text, payload jsonb, headers jsonb);
 
 -- a row the target rejects (a CHECK constraint) is sent alone, retried,
 -- then dead-lettered; the other messages of the batch are delivered

@@ -1080,11 +1080,17 @@ array_elem(StringInfo buf, const char *v)
 		return;
 	}
 	appendStringInfoChar(buf, '"');
-	for (p = v; *p; p++)
+	for (p = v; *p;)
 	{
-		if (*p == '"' || *p == '\\')
+		size_t		run = strcspn(p, "\"\\");	/* copy up to the next " or \ */
+
+		appendBinaryStringInfo(buf, p, run);
+		p += run;
+		if (*p)
+		{
 			appendStringInfoChar(buf, '\\');
-		appendStringInfoChar(buf, *p);
+			appendStringInfoChar(buf, *p++);
+		}
 	}
 	appendStringInfoChar(buf, '"');
 }
