@@ -169,6 +169,17 @@ SELECT wait_outbox_empty();
 REVOKE EXECUTE ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) FROM outbox_app;
 DROP ROLE outbox_app;
 
+-- delivered messages can be listed for a while (dtx.outbox_keep_delivered)
+ALTER SYSTEM SET dtx.outbox_keep_delivered = '1h';
+SELECT pg_reload_conf();
+SELECT pg_sleep(1);
+SELECT dtx.outbox_send('orders.logged', '{"n": 1}', 'log-key') AS logged_id \gset
+SELECT wait_outbox_empty();
+SELECT topic, key, attempts, delivered_at >= created_at AS after_creation
+  FROM dtx.outbox_delivered WHERE message_id = :logged_id;
+ALTER SYSTEM RESET dtx.outbox_keep_delivered;
+SELECT pg_reload_conf();
+
 -- the hot table keeps nothing delivered
 SELECT count(*) AS hot_rows FROM dtx.outbox;
 SELECT count(*) AS attempts_open FROM dtx.outbox_attempt;

@@ -49,10 +49,12 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/vacuum.h"
 #include "executor/spi.h"
 #include "foreign/foreign.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "nodes/makefuncs.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/fd.h"
@@ -88,6 +90,15 @@ int			dtx_outbox_keep_delivered = 0;	/* seconds */
 int			dtx_inbox_retention = 7 * 24 * 3600;	/* seconds */
 
 #define NOTIFY_MAX_PAYLOAD 7999	/* pg_notify's limit is 8000 bytes */
+
+/*
+ * Every claim walks the primary key of dtx.outbox from the oldest entry of
+ * its sink, dead entries of delivered messages included, until VACUUM
+ * removes them; autovacuum wakes up once a minute at best.  After this many
+ * deletions the dispatcher vacuums the queue itself (lazy VACUUM, skipped
+ * if the table is locked).
+ */
+#define VACUUM_AFTER_DELETES 50000
 #define HOUSEKEEPING_MS 60000
 
 /* Set by outbox_send: wake the dispatcher at commit */
@@ -418,6 +429,7 @@ static MemoryContext round_cxt = NULL;
 static bool need_attempt_recovery = true;
 static TimestampTz next_deferred = DT_NOBEGIN;	/* NOBEGIN: not known yet */
 static TimestampTz last_housekeeping = 0;
+static int64 deleted_since_vacuum = 0;
 
 
 /* ----------------------------------------------------------------
@@ -1234,12 +1246,22 @@ pg_finish(Batch *b, char **error)
 	return outcome;
 }
 
+static void set_range(Batch *b, int from, int to, Outcome o, bool transport,
+					  const char *error);
+
 static void
 set_all(Batch *b, Outcome o, bool transport, const char *error)
 {
+	set_range(b, 0, b->n, o, transport, error);
+}
+
+/* Outcome of msgs[from..to) */
+static void
+set_range(Batch *b, int from, int to, Outcome o, bool transport, const char *error)
+{
 	int			i;
 
-	for (i = 0; i < b->n; i++)
+	for (i = from; i < to; i++)
 	{
 		b->msgs[i].outcome = o;
 		b->msgs[i].transport = transport;
@@ -1248,16 +1270,54 @@ set_all(Batch *b, Outcome o, bool transport, const char *error)
 }
 
 /*
+ * pg_bisect finds the rows the target rejects in msgs[from..to), whose
+ * insert as a whole was rejected: each half is sent again, and the half
+ * that is rejected again is split in turn (a single rejected row costs
+ * about 2 log2(n) statements, not n).
+ */
+static void
+pg_bisect(Batch *b, int from, int to, const char *error)
+{
+	int			mid = from + (to - from) / 2;
+	int			half;
+
+	if (to - from == 1)
+	{
+		set_range(b, from, to, OUT_RETRY, false, error);
+		return;
+	}
+	for (half = 0; half < 2; half++)
+	{
+		int			lo = half == 0 ? from : mid;
+		int			hi = half == 0 ? mid : to;
+		char	   *err;
+		PgResult	r;
+
+		if (!pg_send(b, lo, hi, &err))
+		{
+			set_range(b, lo, hi, OUT_RETRY, true, err);
+			continue;
+		}
+		r = pg_finish(b, &err);
+		if (r == PGR_OK)
+			set_range(b, lo, hi, OUT_OK, false, NULL);
+		else if (r == PGR_SINK)
+			set_range(b, lo, hi, OUT_RETRY, true, err);
+		else
+			pg_bisect(b, lo, hi, err);
+	}
+}
+
+/*
  * pg_collect reads a postgres sink's answer.  When the target rejected the
- * rows (a data or constraint error), each message is sent again alone to
- * find the ones it rejects; the others are delivered.
+ * rows (a data or constraint error), the rejected ones are found by
+ * bisection and retried; the others are delivered.
  */
 static void
 pg_collect(Batch *b)
 {
 	char	   *error;
 	PgResult	r;
-	int			i;
 
 	r = pg_finish(b, &error);
 	if (r == PGR_OK)
@@ -1265,23 +1325,7 @@ pg_collect(Batch *b)
 	else if (r == PGR_SINK || b->n == 1)
 		set_all(b, OUT_RETRY, r == PGR_SINK, error);
 	else
-	{
-		for (i = 0; i < b->n; i++)
-		{
-			Msg		   *m = &b->msgs[i];
-
-			if (!pg_send(b, i, i + 1, &error))
-			{
-				m->outcome = OUT_RETRY;
-				m->transport = true;
-				m->error = error;
-				continue;
-			}
-			r = pg_finish(b, &m->error);
-			m->outcome = (r == PGR_OK) ? OUT_OK : OUT_RETRY;
-			m->transport = (r == PGR_SINK);
-		}
-	}
+		pg_bisect(b, 0, b->n, error);
 }
 
 /* Outcome of one HTTP answer */
@@ -1430,6 +1474,7 @@ record_batch(Batch *b)
 		args[2] = BoolGetDatum(dtx_outbox_keep_delivered > 0);
 		run(P_SUCCESS, args, NULL);
 		s->delivered += nok;
+		deleted_since_vacuum += nok;
 	}
 	if (nok < b->n)
 		record_failures(b);
@@ -1788,6 +1833,37 @@ outbox_round(void)
 	return more;
 }
 
+/* VACUUM dtx.outbox, from the worker's loop (no transaction open) */
+static void
+outbox_vacuum(void)
+{
+	VacuumParams params;
+	MemoryContext old = CurrentMemoryContext;
+	List	   *rels;
+
+	memset(&params, 0, sizeof(params));
+	params.options = VACOPT_VACUUM | VACOPT_SKIP_LOCKED;
+	params.freeze_min_age = -1;
+	params.freeze_table_age = -1;
+	params.multixact_freeze_min_age = -1;
+	params.multixact_freeze_table_age = -1;
+	params.is_wraparound = false;
+	params.log_min_duration = -1;
+	params.index_cleanup = VACOPTVALUE_ENABLED;
+	params.truncate = VACOPTVALUE_DISABLED; /* no exclusive lock */
+	params.nworkers = -1;
+
+	pgstat_report_activity(STATE_RUNNING, "outbox: VACUUM dtx.outbox");
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	MemoryContextSwitchTo(round_cxt);
+	rels = list_make1(makeVacuumRelation(makeRangeVar("dtx", "outbox", -1), InvalidOid, NIL));
+	vacuum(rels, &params, NULL, true);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(old);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
 static void
 outbox_housekeeping(void)
 {
@@ -1836,6 +1912,14 @@ dtx_outbox_work(void)
 			CHECK_FOR_INTERRUPTS();
 			if (!more)
 				break;
+		}
+		if (deleted_since_vacuum >= VACUUM_AFTER_DELETES)
+		{
+			deleted_since_vacuum = 0;
+			MemoryContextSwitchTo(round_cxt);
+			outbox_vacuum();
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(round_cxt);
 		}
 		now = GetCurrentTimestamp();
 		if (TimestampDifferenceExceeds(last_housekeeping, now, HOUSEKEEPING_MS))

@@ -132,6 +132,43 @@ wait_for(q{SELECT breaker = 'open' FROM dtx.outbox_status WHERE sink = 'refused'
 like(sq(q{SELECT last_error FROM dtx.outbox_status WHERE sink = 'refused'}), qr/connect/i, 'refused: connection error recorded');
 is(sq(q{SELECT ready + deferred FROM dtx.outbox_status WHERE sink = 'refused'}), '1', 'refused: the message is kept');
 
+# --- TLS: https goes through libcurl's TLS and the system's CA store; a
+# server whose certificate no system CA signed is refused ----------------------
+
+my $tlsdir = PostgreSQL::Test::Utils::tempdir();
+my ($ssl_out, $ssl_err);
+IPC::Run::run([ 'openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1',
+	'-days', '1', '-keyout', "$tlsdir/key.pem", '-out', "$tlsdir/cert.pem" ], '>', \$ssl_out, '2>', \$ssl_err)
+  or die "openssl req failed: $ssl_err";
+my $tls_py = q{
+import http.server, os, ssl, sys
+d = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        open(d + '/posted', 'a').write('x')
+        self.send_response(200); self.send_header('Content-Length', '0'); self.end_headers()
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(d + '/cert.pem', d + '/key.pem')
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+open(d + '/port.tmp', 'w').write(str(s.server_address[1])); os.rename(d + '/port.tmp', d + '/port')
+s.serve_forever()
+};
+my $tls = IPC::Run::start([ 'python3', '-c', $tls_py, $tlsdir ], '>', \my $tls_out, '2>', \my $tls_err);
+$deadline = time + 30;
+usleep(50_000) while !-s "$tlsdir/port" && time < $deadline;
+my $tls_port = slurp_file("$tlsdir/port");
+sq(qq{SELECT dtx.sink_create('tls', 'http', '{"url": "https://127.0.0.1:$tls_port/x", "breaker_threshold": 1, "breaker_cooldown_ms": 600000}');
+      SELECT dtx.route_create('tls', 'tls');
+      SELECT dtx.outbox_send('tls', '{"n": 1}')});
+wait_for(q{SELECT breaker = 'open' FROM dtx.outbox_status WHERE sink = 'tls'}, 'TLS: an untrusted certificate fails the request');
+like(sq(q{SELECT last_error FROM dtx.outbox_status WHERE sink = 'tls'}), qr/SSL|certificate/i,
+	'TLS: the error is the certificate check');
+ok(!-e "$tlsdir/posted", 'TLS: nothing was posted to the untrusted server');
+$tls->kill_kill;
+
 # --- a sink down for a while -------------------------------------------------------
 
 sink('flaky', '/flaky', breaker_threshold => 3, breaker_cooldown_ms => 500, backoff_base_ms => 20, backoff_max_ms => 200);
