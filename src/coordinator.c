@@ -65,15 +65,6 @@ typedef struct CoordQueryDest
 	AttInMetadata *attinmeta;
 } CoordQueryDest;
 
-static void
-coord_check_not_null(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-}
-
 static const char *
 coord_isolation_sql(void)
 {
@@ -328,8 +319,8 @@ dtx_exec(PG_FUNCTION_ARGS)
 	DtxConn    *c;
 	char	   *sql;
 
-	coord_check_not_null(fcinfo, 0, "server");
-	coord_check_not_null(fcinfo, 1, "sql");
+	dtx_check_not_null(fcinfo, 0, "server");
+	dtx_check_not_null(fcinfo, 1, "sql");
 	sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	c = coord_connect(NameStr(*PG_GETARG_NAME(0)));
 	PG_RETURN_INT64(coord_run(c, sql, NULL));
@@ -348,8 +339,8 @@ dtx_query(PG_FUNCTION_ARGS)
 	DtxConn    *c;
 	char	   *sql;
 
-	coord_check_not_null(fcinfo, 0, "server");
-	coord_check_not_null(fcinfo, 1, "sql");
+	dtx_check_not_null(fcinfo, 0, "server");
+	dtx_check_not_null(fcinfo, 1, "sql");
 	sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
 
 	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||

@@ -1157,15 +1157,6 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
  * ------------------------------------------------------------------------
  */
 
-static void
-check_not_null(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-}
-
 /* an interval as microseconds; months count 30 days, days 24 hours */
 static int64
 interval_usecs(Interval *iv, const char *what)
@@ -1188,7 +1179,7 @@ lease_ttl_arg(FunctionCallInfo fcinfo, int argno)
 {
 	int64		ttl;
 
-	check_not_null(fcinfo, argno, "ttl");
+	dtx_check_not_null(fcinfo, argno, "ttl");
 	ttl = interval_usecs(PG_GETARG_INTERVAL_P(argno), "ttl");
 	if (ttl <= 0)
 		ereport(ERROR,
@@ -1206,7 +1197,7 @@ lease_ttl_arg(FunctionCallInfo fcinfo, int argno)
 static LWLock *
 lease_name_arg(FunctionCallInfo fcinfo, LeaseKey *key, uint32 *hash)
 {
-	check_not_null(fcinfo, 0, "lease name");
+	dtx_check_not_null(fcinfo, 0, "lease name");
 	lease_key_init(key, PG_GETARG_TEXT_PP(0));
 	*hash = get_hash_value(lease_htab, key);
 	return lease_partition_lock(*hash);
@@ -1232,9 +1223,9 @@ dtx_lease_acquire(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
 
-	check_not_null(fcinfo, 0, "lease name");
-	check_not_null(fcinfo, 2, "wait");
-	check_not_null(fcinfo, 4, "session");
+	dtx_check_not_null(fcinfo, 0, "lease name");
+	dtx_check_not_null(fcinfo, 2, "wait");
+	dtx_check_not_null(fcinfo, 4, "session");
 	lease_key_init(&key, PG_GETARG_TEXT_PP(0));
 	ttl_us = lease_ttl_arg(fcinfo, 1);
 	wait_us = interval_usecs(PG_GETARG_INTERVAL_P(2), "wait");
@@ -1308,7 +1299,7 @@ dtx_lease_renew(PG_FUNCTION_ARGS)
 	TimestampTz expires_at;
 
 	lock = lease_name_arg(fcinfo, &key, &hash);
-	check_not_null(fcinfo, 1, "token");
+	dtx_check_not_null(fcinfo, 1, "token");
 	token = PG_GETARG_INT64(1);
 	ttl_us = lease_ttl_arg(fcinfo, 2);
 	db = lease_db(true);
@@ -1375,7 +1366,7 @@ dtx_lease_release(PG_FUNCTION_ARGS)
 	bool		released = false;
 
 	lock = lease_name_arg(fcinfo, &key, &hash);
-	check_not_null(fcinfo, 1, "token");
+	dtx_check_not_null(fcinfo, 1, "token");
 	token = PG_GETARG_INT64(1);
 	(void) lease_db(true);
 

@@ -229,15 +229,6 @@ static const char *send_sql =
 
 static SPIPlanPtr send_plan = NULL;
 
-static void
-check_not_null(FunctionCallInfo fcinfo, int arg, const char *what)
-{
-	if (PG_ARGISNULL(arg))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-}
-
 Datum
 dtx_outbox_send(PG_FUNCTION_ARGS)
 {
@@ -248,8 +239,8 @@ dtx_outbox_send(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int64		id;
 
-	check_not_null(fcinfo, 0, "topic");
-	check_not_null(fcinfo, 1, "payload");
+	dtx_check_not_null(fcinfo, 0, "topic");
+	dtx_check_not_null(fcinfo, 1, "payload");
 	topic = PG_GETARG_TEXT_PP(0);
 	if (VARSIZE_ANY_EXHDR(topic) == 0 || VARSIZE_ANY_EXHDR(topic) > 255)
 		ereport(ERROR,
@@ -430,7 +421,6 @@ static bool need_attempt_recovery = true;
 static TimestampTz next_deferred = DT_NOBEGIN;	/* NOBEGIN: not known yet */
 static TimestampTz last_housekeeping = 0;
 static int64 deleted_since_vacuum = 0;
-
 
 /* ----------------------------------------------------------------
  * Dispatcher: SQL

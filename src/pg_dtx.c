@@ -66,6 +66,15 @@ dtx_try(DtxTryFn fn, void *arg)
 	return edata;
 }
 
+void
+dtx_check_not_null(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
 /*
  * The one transaction callback: DDL bookkeeping for the workers, then the
  * remote transactions.

@@ -12,6 +12,7 @@
 #ifndef PG_DTX_H
 #define PG_DTX_H
 
+#include "fmgr.h"
 #include "utils/elog.h"
 
 /*
@@ -39,5 +40,8 @@ extern int	dtx_recovery_interval;	/* seconds */
  */
 typedef void (*DtxTryFn) (void *arg);
 extern ErrorData *dtx_try(DtxTryFn fn, void *arg);
+
+/* ERROR 22004 "<what> must not be null" if argument argno is NULL */
+extern void dtx_check_not_null(FunctionCallInfo fcinfo, int argno, const char *what);
 
 #endif							/* PG_DTX_H */
