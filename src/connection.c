@@ -141,6 +141,21 @@ dtx_conn_check_idle(DtxConn *c)
 	}
 }
 
+/*
+ * dtx_conn_usable: the connection is open, idle between commands, valid
+ * (no catalog change since), and has not been closed by the other side as
+ * far as can be seen without waiting.  Needs no transaction.
+ */
+bool
+dtx_conn_usable(DtxConn *c)
+{
+	if (c->conn == NULL || c->invalidated || c->in_flight || c->xact_depth > 0)
+		return false;
+	dtx_conn_check_idle(c);
+	return PQstatus(c->conn) == CONNECTION_OK &&
+		PQtransactionStatus(c->conn) == PQTRANS_IDLE;
+}
+
 DtxConn *
 dtx_conn_get(ForeignServer *server, UserMapping *user)
 {

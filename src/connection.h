@@ -60,6 +60,7 @@ typedef struct DtxConn
 /* Cache */
 extern DtxConn *dtx_conn_get(ForeignServer *server, UserMapping *user);
 extern void dtx_conn_disconnect(DtxConn *c);
+extern bool dtx_conn_usable(DtxConn *c);
 extern HTAB *dtx_conn_hash(void);
 
 /* Interruptible I/O */

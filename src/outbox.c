@@ -373,6 +373,7 @@ typedef struct Sink
 
 	bool		maybe_suspects;
 	bool		seen;
+	DtxConn    *conn;			/* postgres: its connection (cache entry) */
 	int			remote_pid;		/* postgres: the connection that got our */
 	void	   *remote_conn;	/* SET (pid and PGconn) */
 } Sink;
@@ -1585,31 +1586,79 @@ round_lappend(List *list, void *datum)
 }
 
 /*
- * claim_for claims for a sink (claim_batch), after opening the connection
- * of a postgres sink; a connection failure counts against the sink.
+ * A postgres sink's connection is usable for a claim: open, idle and
+ * still valid (a catalog change or a remote restart seen without waiting
+ * makes it unusable until connect_sinks opens it again).
+ */
+static bool
+sink_connected(Sink *s)
+{
+	return s->conn != NULL && dtx_conn_usable(s->conn);
+}
+
+/*
+ * connect_sinks opens the connections the postgres sinks lack, in a
+ * transaction of its own (it reads the catalogs), before the claim: no
+ * claimed row stays locked while a server is slow to answer.
+ */
+static void
+connect_sinks(TimestampTz now)
+{
+	ListCell   *lc;
+	bool		any = false;
+
+	foreach(lc, sinks)
+	{
+		Sink	   *s = lfirst(lc);
+
+		if (s->kind == SINK_POSTGRES && !sink_connected(s) && sink_allowance(s, now) > 0)
+			any = true;
+	}
+	if (!any)
+		return;
+	pgstat_report_activity(STATE_RUNNING, "outbox: connecting to postgres sinks");
+	xact_begin();
+	foreach(lc, sinks)
+	{
+		Sink	   *s = lfirst(lc);
+		ConnectArgs a = {s, NULL};
+		ErrorData  *e;
+
+		if (s->kind != SINK_POSTGRES || sink_connected(s) || sink_allowance(s, now) == 0)
+			continue;
+		e = dtx_try(connect_sink, &a);
+		if (e != NULL)
+		{
+			s->conn = NULL;
+			sink_round_result(s, false, true, e->message);
+			FreeErrorData(e);
+		}
+		else
+			s->conn = a.conn;
+	}
+	xact_commit();
+}
+
+/*
+ * claim_for claims for a sink (claim_batch); a postgres sink needs its
+ * connection (else it waits for the next round's connect_sinks).
  */
 static Batch *
-claim_for(Sink *s, int limit, bool suspects)
+claim_for(Sink *s, int limit, bool suspects, bool *more)
 {
 	Batch	   *b;
 
-	if (s->kind == SINK_POSTGRES)
+	if (s->kind != SINK_POSTGRES)
+		return claim_batch(s, limit, suspects);
+	if (!sink_connected(s))
 	{
-		ConnectArgs a = {s, NULL};
-		ErrorData  *e = dtx_try(connect_sink, &a);
-
-		if (e != NULL)
-		{
-			sink_round_result(s, false, true, e->message);
-			FreeErrorData(e);
-			return NULL;
-		}
-		b = claim_batch(s, limit, suspects);
-		if (b)
-			b->conn = a.conn;
-		return b;
+		*more = true;			/* connect_sinks, then claim */
+		return NULL;
 	}
-	return claim_batch(s, limit, suspects);
+	b = claim_batch(s, limit, suspects);
+	if (b)
+		b->conn = s->conn;
+	return b;
 }
 
 /* The round's only batch is a suspect sent alone */
@@ -1640,7 +1689,8 @@ outbox_round(void)
 	if (next_deferred != DT_NOBEGIN && next_deferred <= now)
 		next_deferred = DT_NOEND;
 
-	/* 1. claim */
+	/* 0. connections, 1. claim */
+	connect_sinks(now);
 	xact_begin();
 	if (need_attempt_recovery)
 	{
@@ -1690,7 +1740,7 @@ outbox_round(void)
 
 		if (!s->maybe_suspects || s->kind == SINK_NOTIFY || sink_allowance(s, now) == 0)
 			continue;
-		b = claim_for(s, 1, true);
+		b = claim_for(s, 1, true, &more);
 		if (b != NULL)
 		{
 			batches = round_lappend(batches, b);
@@ -1711,7 +1761,7 @@ outbox_round(void)
 			notify_sinks = round_lappend(notify_sinks, s);
 			continue;
 		}
-		b = claim_for(s, limit, false);
+		b = claim_for(s, limit, false, &more);
 		if (b == NULL)
 			continue;
 
