@@ -637,13 +637,16 @@ xact_begin(void)
 	 * two ANALYZEs): a plan made while it looked small may scan all of it
 	 * for every row of a backlog (a seq scan in the per-key subquery), or
 	 * for a list of ids (sink_id alone as the index condition, the ids as
-	 * a filter).  Its indexes, with every condition in the index
-	 * condition, are always the right access: generic plans, no seq or
-	 * bitmap scans.
+	 * a filter), or read the whole queue through the key index and sort
+	 * it for every claim.  Its indexes, with every condition in the index
+	 * condition and the claim's order taken from the primary key, are
+	 * always the right access: generic plans, no seq or bitmap scans, no
+	 * sorts.
 	 */
 	local_setting("plan_cache_mode", "force_generic_plan");
 	local_setting("enable_seqscan", "off");
 	local_setting("enable_bitmapscan", "off");
+	local_setting("enable_sort", "off");
 	local_setting("jit", "off");
 }
 
