@@ -456,7 +456,8 @@ static const char *attempt_delete_sql =
 "DELETE FROM dtx.outbox_attempt WHERE attempt_id = $1";
 
 static const char *success_sql =
-"WITH d AS (DELETE FROM dtx.outbox WHERE sink_id = $1 AND message_id = ANY ($2)"
+"WITH d AS (DELETE FROM dtx.outbox WHERE sink_id = $1 AND message_id BETWEEN $4 AND $5"
+"                                     AND message_id = ANY ($2)"
 "           RETURNING message_id, topic, key, created_at, attempts)"
 " INSERT INTO dtx.outbox_delivered (message_id, sink_id, topic, key, created_at, attempts)"
 " SELECT message_id, $1, topic, key, created_at, attempts + 1 FROM d WHERE $3";
@@ -468,8 +469,8 @@ static const char *success_sql =
  */
 static const char *failure_sql =
 "WITH dead AS ("
-"   DELETE FROM dtx.outbox o WHERE o.sink_id = $1 AND o.message_id = ANY ($2)"
-"      AND o.attempts + 1 >= $3 RETURNING o.*),"
+"   DELETE FROM dtx.outbox o WHERE o.sink_id = $1 AND o.message_id BETWEEN $10 AND $11"
+"      AND o.message_id = ANY ($2) AND o.attempts + 1 >= $3 RETURNING o.*),"
 " ins AS ("
 "   INSERT INTO dtx.outbox_dead AS x (message_id, sink, topic, key, payload, headers,"
 "                                created_at, attempts, reason, last_error)"
@@ -483,7 +484,8 @@ static const char *failure_sql =
 "   UPDATE dtx.outbox o SET attempts = o.attempts + 1, last_error = $4,"
 "      next_attempt_at = clock_timestamp() + make_interval(secs => greatest($7::float8,"
 "          least($6::float8, $5::float8 * 2 ^ least(o.attempts, 40)) * (0.5 + random() / 2)) / 1000.0)"
-"   WHERE o.sink_id = $1 AND o.message_id = ANY ($2) AND o.attempts + 1 < $3"
+"   WHERE o.sink_id = $1 AND o.message_id BETWEEN $10 AND $11"
+"     AND o.message_id = ANY ($2) AND o.attempts + 1 < $3"
 "   RETURNING o.next_attempt_at)"
 " SELECT (SELECT min(next_attempt_at) FROM upd), (SELECT count(*) FROM ins)";
 
@@ -540,7 +542,7 @@ typedef struct PlanSlot
 {
 	const char *const *sql;
 	int			nargs;
-	Oid			types[9];
+	Oid			types[11];
 	SPIPlanPtr	plan;
 } PlanSlot;
 
@@ -556,9 +558,9 @@ static PlanSlot plans[NPLANS] = {
 	[P_CLAIM_ENVELOPE] = {&claim_envelope_sql, 3, {INT4OID, INT4OID, BOOLOID}},
 	[P_ATTEMPT_INSERT] = {&attempt_insert_sql, 2, {INT4OID, INT8ARRAYOID}},
 	[P_ATTEMPT_DELETE] = {&attempt_delete_sql, 1, {INT8OID}},
-	[P_SUCCESS] = {&success_sql, 3, {INT4OID, INT8ARRAYOID, BOOLOID}},
-	[P_FAILURE] = {&failure_sql, 9, {INT4OID, INT8ARRAYOID, INT4OID, TEXTOID, FLOAT8OID,
-	FLOAT8OID, FLOAT8OID, TEXTOID, TEXTOID}},
+	[P_SUCCESS] = {&success_sql, 5, {INT4OID, INT8ARRAYOID, BOOLOID, INT8OID, INT8OID}},
+	[P_FAILURE] = {&failure_sql, 11, {INT4OID, INT8ARRAYOID, INT4OID, TEXTOID, FLOAT8OID,
+	FLOAT8OID, FLOAT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID}},
 	[P_RECOVER] = {&recover_sql, 0},
 	[P_QUARANTINE] = {&quarantine_sql, 1, {INT4OID}},
 	[P_SINK_LOAD] = {&sink_load_sql, 0},
@@ -1382,8 +1384,8 @@ record_failures(Batch *b)
 	for (i = 0; i < b->n; i++)
 	{
 		Msg		   *m = &b->msgs[i];
-		Datum		args[9];
-		char		nulls[9] = "         ";
+		Datum		args[11];
+		char		nulls[11] = "           ";
 		int			k = 0;
 		bool		isnull;
 		Datum		d;
@@ -1411,6 +1413,9 @@ record_failures(Batch *b)
 		args[6] = Float8GetDatum((double) m->min_delay_ms);
 		args[7] = CStringGetTextDatum(s->name);
 		args[8] = CStringGetTextDatum(m->outcome == OUT_REJECT ? "rejected" : "max attempts");
+		/* the ids ascend (the claim's order): their range bounds the scan */
+		args[9] = ids[0];
+		args[10] = ids[k - 1];
 		run(P_FAILURE, args, nulls);
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (!isnull && (next_deferred == DT_NOEND || DatumGetTimestampTz(d) < next_deferred))
@@ -1461,11 +1466,22 @@ record_batch(Batch *b)
 	}
 	if (nok > 0)
 	{
-		Datum		args[3];
+		Datum		args[5];
+		int64		lo = PG_INT64_MAX,
+					hi = PG_INT64_MIN;
 
+		for (i = 0; i < b->n; i++)
+			if (b->msgs[i].outcome == OUT_OK)
+			{
+				lo = Min(lo, b->msgs[i].id);
+				hi = Max(hi, b->msgs[i].id);
+			}
 		args[0] = Int32GetDatum(s->id);
 		args[1] = (nok == b->n) ? b->ids : ids_array(b->msgs, b->n, is_ok, NULL);
 		args[2] = BoolGetDatum(dtx_outbox_keep_delivered > 0);
+		/* the range bounds the scan whatever plan the ids get */
+		args[3] = Int64GetDatum(lo);
+		args[4] = Int64GetDatum(hi);
 		run(P_SUCCESS, args, NULL);
 		s->delivered += nok;
 		deleted_since_vacuum += nok;
