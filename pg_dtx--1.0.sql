@@ -431,6 +431,11 @@ CREATE TABLE dtx.outbox (
         autovacuum_vacuum_threshold = 2000, autovacuum_vacuum_insert_scale_factor = 0,
         autovacuum_vacuum_insert_threshold = 10000);
 CREATE INDEX outbox_key_idx ON dtx.outbox (sink_id, key, message_id) WHERE key IS NOT NULL;
+-- No statistics on the columns the dispatcher looks up by: the queue's are
+-- always stale, and an ANALYZE that saw one sink or one key (or none) made
+-- plans scan the whole backlog per row.  The defaults keep the indexes.
+ALTER TABLE dtx.outbox ALTER COLUMN sink_id SET STATISTICS 0,
+                       ALTER COLUMN key SET STATISTICS 0;
 REVOKE ALL ON dtx.outbox FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('dtx.outbox', '');
 
