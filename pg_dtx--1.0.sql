@@ -430,7 +430,7 @@ CREATE TABLE dtx.outbox (
 ) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0,
         autovacuum_vacuum_threshold = 2000, autovacuum_vacuum_insert_scale_factor = 0,
         autovacuum_vacuum_insert_threshold = 10000);
-CREATE INDEX outbox_key_idx ON dtx.outbox (sink_id, key, message_id) WHERE key IS NOT NULL;
+CREATE INDEX outbox_key_idx ON dtx.outbox (sink_id, key, message_id);	-- a key's head
 -- No statistics on the columns the dispatcher looks up by: the queue's are
 -- always stale, and an ANALYZE that saw one sink or one key (or none) made
 -- plans scan the whole backlog per row.  The defaults keep the indexes.

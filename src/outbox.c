@@ -428,11 +428,19 @@ static int64 deleted_since_vacuum = 0;
  * ----------------------------------------------------------------
  */
 
+/*
+ * A message with a key is claimed only when it is the oldest of its key.
+ * The head is read in the key index's own order (sink_id, key,
+ * message_id), LIMIT 1: with sorts disabled (xact_begin), no other index
+ * can serve it, however stale the statistics (the primary key with the key
+ * as a filter made every probe walk the sink's whole backlog).
+ */
 #define CLAIM_WHERE \
 	" FROM dtx.outbox o" \
 	" WHERE o.sink_id = $1 AND o.next_attempt_at <= now() AND (o.crashes > 0) = $3" \
-	"   AND (o.key IS NULL OR NOT EXISTS (SELECT FROM dtx.outbox p" \
-	"        WHERE p.sink_id = $1 AND p.key = o.key AND p.message_id < o.message_id))" \
+	"   AND (o.key IS NULL OR o.message_id = (SELECT p.message_id FROM dtx.outbox p" \
+	"        WHERE p.sink_id = $1 AND p.key = o.key" \
+	"        ORDER BY p.sink_id, p.key, p.message_id LIMIT 1))" \
 	" ORDER BY o.message_id LIMIT $2 FOR UPDATE OF o SKIP LOCKED"
 
 static const char *claim_rows_sql =
@@ -591,6 +599,32 @@ run(int which, Datum *values, const char *nulls)
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 	return rc;
+}
+
+/*
+ * Plans are made again every PLAN_REFRESH_MS: a generic plan is made once,
+ * with the size the queue had then, and kept until an ANALYZE or VACUUM;
+ * one made while the queue was nearly empty (a key's head read through the
+ * primary key, say) costs a walk of the whole backlog per row once the
+ * queue has grown.  Planning them again costs a few hundred microseconds.
+ */
+#define PLAN_REFRESH_MS 250
+static TimestampTz plans_made_at = 0;
+
+static void
+plans_refresh(TimestampTz now)
+{
+	int			i;
+
+	if (!TimestampDifferenceExceeds(plans_made_at, now, PLAN_REFRESH_MS))
+		return;
+	for (i = 0; i < NPLANS; i++)
+	{
+		if (plans[i].plan != NULL)
+			SPI_freeplan(plans[i].plan);
+		plans[i].plan = NULL;
+	}
+	plans_made_at = now;
 }
 
 static char *
@@ -1964,6 +1998,7 @@ dtx_outbox_work(void)
 
 		for (rounds = 0; rounds < 16; rounds++)
 		{
+			plans_refresh(GetCurrentTimestamp());
 			MemoryContextSwitchTo(round_cxt);
 			more = outbox_round();
 			MemoryContextSwitchTo(old);
