@@ -695,6 +695,33 @@ FROM dtx.outbox o WHERE o.sink_id = 0 HAVING count(*) > 0;
 COMMENT ON VIEW dtx.outbox_status IS
   'per sink: messages ready, in flight, deferred (backing off), delivered, dead; oldest ready age; circuit breaker';
 
+-- Dead letters back to the queue (one message id or all, one sink or all),
+-- from their first attempt; the worker is woken at commit.  Used by
+-- outbox_replay and outbox_replay_all.
+CREATE FUNCTION dtx.outbox_requeue(message_id bigint, sink text)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH moved AS (
+        DELETE FROM dtx.outbox_dead d USING dtx.outbox_sink s
+        WHERE d.sink = s.name
+          AND (outbox_requeue.message_id IS NULL OR d.message_id = outbox_requeue.message_id)
+          AND (outbox_requeue.sink IS NULL OR d.sink = outbox_requeue.sink)
+        RETURNING d.*, s.sink_id)
+    INSERT INTO dtx.outbox (message_id, sink_id, topic, key, payload, headers, created_at)
+    SELECT m.message_id, m.sink_id, m.topic, m.key, m.payload, m.headers, m.created_at
+    FROM moved m
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM dtx.outbox_wake();
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION dtx.outbox_requeue(bigint, text) FROM PUBLIC;
+
 CREATE FUNCTION dtx.outbox_replay(message_id bigint, sink text DEFAULT NULL)
 RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -705,15 +732,7 @@ BEGIN
     IF message_id IS NULL THEN
         RAISE EXCEPTION 'message id must not be null' USING ERRCODE = '22004';
     END IF;
-    WITH moved AS (
-        DELETE FROM dtx.outbox_dead d USING dtx.outbox_sink s
-        WHERE d.message_id = outbox_replay.message_id AND d.sink = s.name
-          AND (outbox_replay.sink IS NULL OR d.sink = outbox_replay.sink)
-        RETURNING d.*, s.sink_id)
-    INSERT INTO dtx.outbox (message_id, sink_id, topic, key, payload, headers, created_at)
-    SELECT m.message_id, m.sink_id, m.topic, m.key, m.payload, m.headers, m.created_at FROM moved m
-    ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    n := dtx.outbox_requeue(outbox_replay.message_id, outbox_replay.sink);
     IF n = 0 AND NOT EXISTS (SELECT FROM dtx.outbox_dead d WHERE d.message_id = outbox_replay.message_id) THEN
         RAISE EXCEPTION 'no dead letter with message id %', message_id USING ERRCODE = '42704';
     END IF;
@@ -738,14 +757,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'sink "%" does not exist', sink USING ERRCODE = '42704';
     END IF;
-    WITH moved AS (
-        DELETE FROM dtx.outbox_dead d WHERE d.sink = outbox_replay_all.sink RETURNING d.*)
-    INSERT INTO dtx.outbox (message_id, sink_id, topic, key, payload, headers, created_at)
-    SELECT m.message_id, sid, m.topic, m.key, m.payload, m.headers, m.created_at FROM moved m
-    ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    PERFORM dtx.outbox_wake();
-    RETURN n;
+    RETURN dtx.outbox_requeue(NULL, outbox_replay_all.sink);
 END
 $$;
 REVOKE ALL ON FUNCTION dtx.outbox_replay_all(text) FROM PUBLIC;
