@@ -849,3 +849,486 @@ $$;
 COMMENT ON FUNCTION dtx.inbox_accept(text, text) IS
   'true the first time a message id is seen from a source, in the caller''s transaction (kept dtx.inbox_retention)';
 
+
+-- ---------------------------------------------------------------------------
+-- Isolation lab (src/lab.c): schedules run by real concurrent sessions
+-- ---------------------------------------------------------------------------
+
+-- One row of a lab report.
+CREATE TYPE dtx.lab_step AS (
+    step        int,        -- position in the schedule; null for final/verdict rows
+    session     text,
+    statement   text,
+    outcome     text,       -- ok, blocked, error, timeout, cancelled, skipped, not run, final, kept, violated
+    result      text,       -- rows, command tag, or whom a blocked step waits for
+    sqlstate    text,
+    message     text,
+    after_step  int         -- the step after which it completed (blocked or queued steps)
+);
+
+CREATE FUNCTION dtx._lab_isolation(level text) RETURNS text
+AS 'MODULE_PATHNAME', 'dtx_lab_isolation_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+-- The engine; dtx.lab_run is its documented face.
+CREATE FUNCTION dtx._lab_exec(isolation text, setup text[], sessions text[],
+                              step_session int[], step_sql text[], teardown text[],
+                              invariant text, timeout_ms int,
+                              cond_step int[] DEFAULT NULL, cond_min int[] DEFAULT NULL)
+RETURNS SETOF dtx.lab_step
+AS 'MODULE_PATHNAME', 'dtx_lab_exec' LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+-- A schedule's setup or teardown: null, one SQL string, or an array of them.
+CREATE FUNCTION dtx._lab_sql_list(j jsonb, what text) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    out text[] := '{}';
+    e jsonb;
+BEGIN
+    IF j IS NULL OR jsonb_typeof(j) = 'null' THEN
+        RETURN out;
+    ELSIF jsonb_typeof(j) = 'string' THEN
+        RETURN ARRAY[j #>> '{}'];
+    ELSIF jsonb_typeof(j) = 'array' THEN
+        FOR e IN SELECT jsonb_array_elements(j) LOOP
+            IF jsonb_typeof(e) <> 'string' THEN
+                RAISE EXCEPTION '% must be an SQL string or an array of SQL strings', what
+                    USING ERRCODE = '22023';
+            END IF;
+            out := out || (e #>> '{}');
+        END LOOP;
+        RETURN out;
+    END IF;
+    RAISE EXCEPTION '% must be an SQL string or an array of SQL strings', what
+        USING ERRCODE = '22023';
+END
+$$;
+
+CREATE FUNCTION dtx.lab_run(schedule jsonb, isolation text DEFAULT 'read committed')
+RETURNS SETOF dtx.lab_step
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    names text[] := '{}';
+    step_session int[] := '{}';
+    step_sql text[] := '{}';
+    e jsonb;
+    sname text;
+    ssql text;
+    i int := 0;
+    pos int;
+    explicit boolean := false;
+    timeout int;
+BEGIN
+    IF schedule IS NULL OR isolation IS NULL THEN
+        RAISE EXCEPTION 'schedule and isolation must not be null' USING ERRCODE = '22004';
+    END IF;
+    PERFORM dtx._lab_isolation(isolation);
+    IF jsonb_typeof(schedule) <> 'object' THEN
+        RAISE EXCEPTION 'a schedule must be a JSON object'
+            USING ERRCODE = '22023',
+                  HINT = 'For example {"setup": "create table t (id int)", "steps": [["T1", "begin"], ["T2", "begin"], ...]}.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(schedule) LOOP
+        IF k NOT IN ('setup', 'sessions', 'steps', 'teardown', 'invariant', 'timeout_ms') THEN
+            RAISE EXCEPTION 'unknown schedule key "%"', k
+                USING ERRCODE = '22023',
+                      HINT = 'The keys are setup, sessions, steps, teardown, invariant and timeout_ms.';
+        END IF;
+    END LOOP;
+    IF schedule ? 'sessions' THEN
+        IF jsonb_typeof(schedule->'sessions') <> 'array' THEN
+            RAISE EXCEPTION 'sessions must be an array of names' USING ERRCODE = '22023';
+        END IF;
+        FOR e IN SELECT jsonb_array_elements(schedule->'sessions') LOOP
+            IF jsonb_typeof(e) <> 'string' OR e #>> '{}' = '' THEN
+                RAISE EXCEPTION 'session names must be non-empty strings' USING ERRCODE = '22023';
+            END IF;
+            names := names || (e #>> '{}');
+        END LOOP;
+        explicit := true;
+    END IF;
+    IF jsonb_typeof(schedule->'steps') IS DISTINCT FROM 'array'
+       OR jsonb_array_length(schedule->'steps') = 0 THEN
+        RAISE EXCEPTION 'a schedule needs "steps", a non-empty array'
+            USING ERRCODE = '22023',
+                  HINT = 'Each step is ["session", "sql"] or {"session": "...", "sql": "..."}.';
+    END IF;
+    FOR e IN SELECT jsonb_array_elements(schedule->'steps') LOOP
+        i := i + 1;
+        IF jsonb_typeof(e) = 'array' AND jsonb_array_length(e) = 2
+           AND jsonb_typeof(e->0) = 'string' AND jsonb_typeof(e->1) = 'string' THEN
+            sname := e->>0;
+            ssql := e->>1;
+        ELSIF jsonb_typeof(e) = 'object' AND jsonb_typeof(e->'session') = 'string'
+              AND jsonb_typeof(e->'sql') = 'string'
+              AND (SELECT count(*) FROM jsonb_object_keys(e)) = 2 THEN
+            sname := e->>'session';
+            ssql := e->>'sql';
+        ELSE
+            RAISE EXCEPTION 'step % must be ["session", "sql"] or {"session": "...", "sql": "..."}', i
+                USING ERRCODE = '22023';
+        END IF;
+        IF sname = '' THEN
+            RAISE EXCEPTION 'step % has an empty session name', i USING ERRCODE = '22023';
+        END IF;
+        pos := array_position(names, sname);
+        IF pos IS NULL THEN
+            IF explicit THEN
+                RAISE EXCEPTION 'step % names unknown session "%"', i, sname
+                    USING ERRCODE = '22023',
+                          HINT = format('The schedule''s sessions are %s.', array_to_string(names, ', '));
+            END IF;
+            names := names || sname;
+            pos := cardinality(names);
+        END IF;
+        step_session := step_session || pos;
+        step_sql := step_sql || ssql;
+    END LOOP;
+    IF schedule ? 'invariant' AND jsonb_typeof(schedule->'invariant') <> 'string' THEN
+        RAISE EXCEPTION 'invariant must be an SQL boolean expression, as a string' USING ERRCODE = '22023';
+    END IF;
+    IF schedule ? 'timeout_ms' THEN
+        IF jsonb_typeof(schedule->'timeout_ms') <> 'number'
+           OR (schedule->>'timeout_ms')::numeric <> trunc((schedule->>'timeout_ms')::numeric)
+           OR (schedule->>'timeout_ms')::numeric NOT BETWEEN 10 AND 3600000 THEN
+            RAISE EXCEPTION 'timeout_ms must be an integer from 10 to 3600000' USING ERRCODE = '22023';
+        END IF;
+        timeout := (schedule->>'timeout_ms')::int;
+    END IF;
+    RETURN QUERY
+        SELECT * FROM dtx._lab_exec(isolation,
+                                    dtx._lab_sql_list(schedule->'setup', 'setup'),
+                                    names, step_session, step_sql,
+                                    dtx._lab_sql_list(schedule->'teardown', 'teardown'),
+                                    schedule->>'invariant', timeout);
+END
+$$;
+
+COMMENT ON FUNCTION dtx.lab_run(jsonb, text) IS
+  'run a schedule of steps over named concurrent sessions; report every step (ok, blocked, error with SQLSTATE), the final state and the invariant';
+
+CREATE FUNCTION dtx.lab_write_skew(isolation text DEFAULT 'repeatable read', fix text DEFAULT NULL)
+RETURNS SETOF dtx.lab_step
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lvl text;
+    chk text := 'select name from doctors where on_call and shift = 1234';
+    r dtx.lab_step;
+    rows dtx.lab_step[] := '{}';
+    verdict text;
+    why text;
+BEGIN
+    IF isolation IS NULL THEN
+        RAISE EXCEPTION 'isolation must not be null' USING ERRCODE = '22004';
+    END IF;
+    lvl := dtx._lab_isolation(isolation);
+    IF fix IS NULL OR lower(fix) = 'none' THEN
+        NULL;
+    ELSIF lower(fix) = 'serializable' THEN
+        lvl := 'serializable';
+    ELSIF lower(fix) = 'for update' THEN
+        chk := chk || ' for update';
+    ELSE
+        RAISE EXCEPTION 'unknown fix "%"', fix
+            USING ERRCODE = '22023', HINT = 'Use serializable or for update (or none).';
+    END IF;
+    FOR r IN
+        SELECT * FROM dtx._lab_exec(
+            lvl,
+            ARRAY['create table doctors (name text primary key, shift int not null, on_call boolean not null)',
+                  'insert into doctors values (''alice'', 1234, true), (''bob'', 1234, true)'],
+            ARRAY['alice', 'bob'],
+            ARRAY[1, 2, 1, 2, 1, 2, 1, 2],
+            ARRAY['begin isolation level ' || lvl, 'begin isolation level ' || lvl,
+                  chk, chk,
+                  'update doctors set on_call = false where name = ''alice''',
+                  'update doctors set on_call = false where name = ''bob''',
+                  'commit', 'commit'],
+            NULL,
+            '(select count(*) from doctors where on_call and shift = 1234) >= 1',
+            NULL,
+            ARRAY[0, 0, 0, 0, 3, 4, 0, 0],
+            ARRAY[0, 0, 0, 0, 2, 2, 0, 0])
+    LOOP
+        IF r.outcome = 'skipped' AND r.result LIKE '%failed' THEN
+            r.result := format('not sent: %s''s check failed', r.session);
+        ELSIF r.outcome = 'skipped' THEN
+            r.result := format('not sent: %s saw fewer than two doctors on call, so stays on call', r.session);
+        END IF;
+        IF r.step IS NULL AND r.outcome IN ('kept', 'violated', 'unknown') THEN
+            verdict := r.outcome;
+            CONTINUE;
+        END IF;
+        rows := rows || r;
+        RETURN NEXT r;
+    END LOOP;
+
+    SELECT string_agg(format('%s''s %s (step %s) failed with %s: %s', u.session,
+                             split_part(u.statement, ' ', 1), u.step, u.sqlstate, u.message),
+                      '; ' ORDER BY u.step)
+      INTO why FROM unnest(rows) u WHERE u.outcome = 'error';
+    r := NULL;
+    r.statement := 'invariant: at least one doctor on call';
+    r.outcome := verdict;
+    r.result := CASE verdict WHEN 'kept' THEN 'kept' ELSE 'violated: nobody is on call' END;
+    r.message := coalesce(why,
+        CASE WHEN EXISTS (SELECT 1 FROM unnest(rows) u WHERE u.outcome = 'skipped')
+             THEN 'both committed; the second doctor saw only one on call and stayed'
+             ELSE 'both committed: each saw two doctors on call and went off call' END);
+    IF why IS NOT NULL THEN
+        r.message := 'aborted: ' || r.message;
+    END IF;
+    RETURN NEXT r;
+END
+$$;
+
+COMMENT ON FUNCTION dtx.lab_write_skew(text, text) IS
+  'stage the on-call doctors write skew with two real sessions; fix => ''serializable'' or ''for update'' shows the two standard fixes';
+
+-- The 15 Hermitage tests (github.com/ept/hermitage, Martin Kleppmann, CC BY
+-- 4.0), as schedules.  Each invariant says "the anomaly did not happen",
+-- judged from what the steps returned; witness lists the steps whose
+-- outcome decides it (an abort elsewhere is a different conflict).
+CREATE FUNCTION dtx.lab_hermitage()
+RETURNS TABLE (test text, anomaly text, description text, schedule jsonb, witness int[])
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $lab$
+SELECT t.test, t.anomaly, t.description,
+       jsonb_build_object(
+           'setup', jsonb_build_array('create table test (id int primary key, value int)',
+                                      'insert into test (id, value) values (1, 10), (2, 20)'),
+           'steps', t.steps::jsonb,
+           'invariant', t.invariant),
+       t.witness
+  FROM (VALUES
+  (1, 'g0', 'G0', 'write cycles (dirty writes)',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","update test set value = 11 where id = 1"],
+      ["T2","update test set value = 12 where id = 1"],
+      ["T1","update test set value = 21 where id = 2"],
+      ["T1","commit"],
+      ["T1","select * from test"],
+      ["T2","update test set value = 22 where id = 2"],
+      ["T2","commit"]]$$,
+   $$(select array_agg(value order by id)::text from test) in ('{11,21}', '{12,22}')$$,
+   '{4,8}'::int[]),
+  (2, 'g1a', 'G1a', 'aborted reads',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","update test set value = 101 where id = 1"],
+      ["T2","select * from test"],
+      ["T1","abort"],
+      ["T2","select * from test"],
+      ["T2","commit"]]$$,
+   $$not exists (select from steps where step in (4, 6) and result like '%(1,101)%')$$,
+   '{4,6}'),
+  (3, 'g1b', 'G1b', 'intermediate reads',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","update test set value = 101 where id = 1"],
+      ["T2","select * from test"],
+      ["T1","update test set value = 11 where id = 1"],
+      ["T1","commit"],
+      ["T2","select * from test"],
+      ["T2","commit"]]$$,
+   $$not exists (select from steps where step in (4, 7) and result like '%(1,101)%')$$,
+   '{4,7}'),
+  (4, 'g1c', 'G1c', 'circular information flow',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","update test set value = 11 where id = 1"],
+      ["T2","update test set value = 22 where id = 2"],
+      ["T1","select * from test where id = 2"],
+      ["T2","select * from test where id = 1"],
+      ["T1","commit"],
+      ["T2","commit"]]$$,
+   $$not (exists (select from steps where step = 5 and result = '(2,22)')
+          and exists (select from steps where step = 6 and result = '(1,11)'))$$,
+   '{5,6}'),
+  (5, 'otv', 'OTV', 'observed transaction vanishes',
+   $$[["T1","begin"],["T2","begin"],["T3","begin"],
+      ["T1","update test set value = 11 where id = 1"],
+      ["T1","update test set value = 19 where id = 2"],
+      ["T2","update test set value = 12 where id = 1"],
+      ["T1","commit"],
+      ["T3","select * from test where id = 1"],
+      ["T2","update test set value = 18 where id = 2"],
+      ["T3","select * from test where id = 2"],
+      ["T2","commit"],
+      ["T3","select * from test where id = 2"],
+      ["T3","select * from test where id = 1"],
+      ["T3","commit"]]$$,
+   $$not (exists (select from steps where step in (10, 12) and result = '(2,18)')
+          and exists (select from steps where step = 13 and result = '(1,11)'))$$,
+   '{6,9,10,12,13}'),
+  (6, 'pmp', 'PMP', 'predicate-many-preceders (read predicate)',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","select * from test where value = 30"],
+      ["T2","insert into test (id, value) values (3, 30)"],
+      ["T2","commit"],
+      ["T1","select * from test where value % 3 = 0"],
+      ["T1","commit"]]$$,
+   $$not exists (select from steps where step = 6 and result like '%(3,30)%')$$,
+   '{3,6}'),
+  (7, 'pmp-write', 'PMP', 'predicate-many-preceders (write predicate)',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","update test set value = value + 10"],
+      ["T2","delete from test where value = 20"],
+      ["T1","commit"],
+      ["T2","select * from test where value = 20"],
+      ["T2","commit"]]$$,
+   $$not exists (select from steps where step = 6 and result like '%(1,20)%')$$,
+   '{4,6}'),
+  (8, 'p4', 'P4', 'lost update',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","select * from test where id = 1"],
+      ["T2","select * from test where id = 1"],
+      ["T1","update test set value = 11 where id = 1"],
+      ["T2","update test set value = 11 where id = 1"],
+      ["T1","commit"],
+      ["T2","commit"]]$$,
+   $$(select count(*) from steps where step in (7, 8) and result = 'COMMIT') < 2$$,
+   '{6,8}'),
+  (9, 'g-single', 'G-single', 'read skew',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","select * from test where id = 1"],
+      ["T2","select * from test where id = 1"],
+      ["T2","select * from test where id = 2"],
+      ["T2","update test set value = 12 where id = 1"],
+      ["T2","update test set value = 18 where id = 2"],
+      ["T2","commit"],
+      ["T1","select * from test where id = 2"],
+      ["T1","commit"]]$$,
+   $$not exists (select from steps where step = 9 and result = '(2,18)')$$,
+   '{3,9}'),
+  (10, 'g-single-dependencies', 'G-single', 'read skew (predicate dependencies)',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","select * from test where value % 5 = 0"],
+      ["T2","update test set value = 12 where value = 10"],
+      ["T2","commit"],
+      ["T1","select * from test where value % 3 = 0"],
+      ["T1","commit"]]$$,
+   $$not exists (select from steps where step = 6 and result like '%(1,12)%')$$,
+   '{3,6}'),
+  (11, 'g-single-write-1', 'G-single', 'read skew (write predicate)',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","select * from test where id = 1"],
+      ["T2","select * from test"],
+      ["T2","update test set value = 12 where id = 1"],
+      ["T2","update test set value = 18 where id = 2"],
+      ["T2","commit"],
+      ["T1","delete from test where value = 20"],
+      ["T1","commit"]]$$,
+   $$not exists (select from steps where step = 8 and result = 'DELETE 0')$$,
+   '{8}'),
+  (12, 'g-single-write-2', 'G-single', 'read skew (write predicate, interleaved)',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","select * from test where id = 1"],
+      ["T2","select * from test"],
+      ["T2","update test set value = 12 where id = 1"],
+      ["T1","delete from test where value = 20"],
+      ["T2","update test set value = 18 where id = 2"],
+      ["T1","rollback"],
+      ["T2","commit"]]$$,
+   $$(select array_agg(value order by id)::text from test) = '{12,18}'$$,
+   '{6,7}'),
+  (13, 'g2-item', 'G2-item', 'write skew (item anti-dependency cycle)',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","select * from test where id in (1,2)"],
+      ["T2","select * from test where id in (1,2)"],
+      ["T1","update test set value = 11 where id = 1"],
+      ["T2","update test set value = 21 where id = 2"],
+      ["T1","commit"],
+      ["T2","commit"]]$$,
+   $$(select count(*) from steps where step in (7, 8) and result = 'COMMIT') < 2$$,
+   '{5,6,7,8}'),
+  (14, 'g2', 'G2', 'anti-dependency cycle (predicate read)',
+   $$[["T1","begin"],["T2","begin"],
+      ["T1","select * from test where value % 3 = 0"],
+      ["T2","select * from test where value % 3 = 0"],
+      ["T1","insert into test (id, value) values (3, 30)"],
+      ["T2","insert into test (id, value) values (4, 42)"],
+      ["T1","commit"],
+      ["T2","commit"]]$$,
+   $$(select count(*) from steps where step in (7, 8) and result = 'COMMIT') < 2$$,
+   '{5,6,7,8}'),
+  (15, 'g2-two-edges', 'G2', 'anti-dependency cycle with two edges (Fekete et al.)',
+   $$[["T1","begin"],
+      ["T1","select * from test"],
+      ["T2","begin"],
+      ["T2","update test set value = value + 5 where id = 2"],
+      ["T2","commit"],
+      ["T3","begin"],
+      ["T3","select * from test"],
+      ["T3","commit"],
+      ["T1","update test set value = 0 where id = 1"],
+      ["T1","commit"]]$$,
+   $$(select count(*) from steps where step in (5, 8, 10) and result = 'COMMIT') < 3$$,
+   '{9,10}')
+  ) AS t(n, test, anomaly, description, steps, invariant, witness)
+ ORDER BY t.n
+$lab$;
+
+COMMENT ON FUNCTION dtx.lab_hermitage() IS
+  'the 15 Hermitage anomaly tests as lab schedules (github.com/ept/hermitage, CC BY 4.0)';
+
+CREATE FUNCTION dtx.lab_anomalies(isolation text DEFAULT NULL)
+RETURNS TABLE (test text, anomaly text, level text, result text, how text,
+               evidence text, other_aborts text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    levels text[];
+    lvl text;
+    h record;
+    res dtx.lab_step[];
+    inv text;
+    ab dtx.lab_step;
+    bl dtx.lab_step;
+BEGIN
+    IF lab_anomalies.isolation IS NULL THEN
+        levels := ARRAY['read committed', 'repeatable read', 'serializable'];
+    ELSE
+        levels := ARRAY[dtx._lab_isolation(lab_anomalies.isolation)];
+    END IF;
+    FOR h IN SELECT * FROM dtx.lab_hermitage() LOOP
+        FOREACH lvl IN ARRAY levels LOOP
+            SELECT array_agg(r) INTO res FROM dtx.lab_run(h.schedule, lvl) r;
+            SELECT u.outcome INTO inv FROM unnest(res) u
+             WHERE u.step IS NULL AND u.outcome IN ('kept', 'violated', 'unknown');
+            SELECT * INTO ab FROM unnest(res) u
+             WHERE u.step = ANY (h.witness) AND u.sqlstate IN ('40001', '40P01')
+             ORDER BY u.step LIMIT 1;
+            SELECT * INTO bl FROM unnest(res) u
+             WHERE u.step = ANY (h.witness) AND u.outcome = 'blocked'
+             ORDER BY u.step LIMIT 1;
+            test := h.test;
+            anomaly := h.anomaly;
+            level := lvl;
+            result := CASE inv WHEN 'kept' THEN 'prevented' WHEN 'violated' THEN 'possible' ELSE 'unknown' END;
+            how := CASE WHEN inv IS DISTINCT FROM 'kept' THEN NULL
+                        WHEN ab.step IS NOT NULL THEN 'abort (' || ab.sqlstate || ')'
+                        WHEN bl.step IS NOT NULL THEN 'blocking'
+                        ELSE 'snapshot' END;
+            SELECT string_agg(format('%s %s: %s', u.session, u.step,
+                                     CASE WHEN u.outcome = 'ok' THEN u.result
+                                          WHEN u.outcome = 'blocked' THEN 'blocked, ' || u.result
+                                          ELSE u.outcome || ' ' || coalesce(u.sqlstate, '') || ' ' || coalesce(u.message, '') END)
+                              || CASE WHEN u.after_step IS NOT NULL AND u.outcome <> 'blocked'
+                                      THEN format(' (after step %s)', u.after_step) ELSE '' END,
+                              '; ' ORDER BY u.step, u.outcome = 'blocked' DESC)
+              INTO evidence FROM unnest(res) u WHERE u.step = ANY (h.witness);
+            SELECT string_agg(format('%s %s (%s): %s %s', u.session, u.step, u.statement,
+                                     u.sqlstate, u.message), '; ' ORDER BY u.step)
+              INTO other_aborts FROM unnest(res) u
+             WHERE u.step IS NOT NULL AND NOT u.step = ANY (h.witness)
+               AND u.sqlstate IN ('40001', '40P01');
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION dtx.lab_anomalies(text) IS
+  'run the 15 Hermitage anomaly tests live at each isolation level: prevented or possible, and how (snapshot, blocking, abort)';

@@ -21,6 +21,7 @@
 
 #include "coordinator.h"
 #include "fence.h"
+#include "lab.h"
 #include "lease.h"
 #include "outbox.h"
 #include "pg_dtx.h"
@@ -184,6 +185,7 @@ _PG_init(void)
 	dtx_lease_define_gucs();
 	dtx_fence_define_gucs();
 	dtx_outbox_define_gucs();
+	dtx_lab_define_gucs();
 
 	MarkGUCPrefixReserved("dtx");
 
