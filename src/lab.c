@@ -637,7 +637,9 @@ lab_step_done(Lab *lab, LabSession *s, int current)
 		PQclear(s->error);
 	s->last = s->error = NULL;
 
-	if (st->blocked || idx != current)
+	if (strcmp(st->outcome, "cancelled") == 0)
+		st->after_step = 0;
+	else if (st->blocked || idx != current)
 		st->after_step = current + 1;
 	/* order within a settle: see lab_settle */
 	if (idx == current && !st->blocked)
