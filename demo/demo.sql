@@ -156,3 +156,17 @@ SELECT sink, ready + deferred AS waiting, delivered, dead, breaker FROM dtx.outb
 SELECT * FROM dtx.query('bank_b', 'SELECT id, topic, payload::text FROM audit_events') AS t(id bigint, topic text, payload jsonb);
 -- the consumer side: the first delivery of message 1 has its effect, a redelivery does not
 SELECT dtx.inbox_accept('1', 'billing') AS first_time, dtx.inbox_accept('1', 'billing') AS redelivered;
+
+\echo
+\echo '-- 12. Isolation lab: write skew, live.  Two real sessions of this database play two on-call doctors;'
+\echo '--     each checks that two doctors are on call, then goes off call.  At repeatable read both commit'
+\echo '--     and nobody is on call; at serializable bob''s commit fails with 40001 and the invariant holds.'
+SELECT step, session, statement, outcome, result FROM dtx.lab_write_skew('repeatable read');
+SELECT step, session, outcome, result, sqlstate, message FROM dtx.lab_write_skew('serializable') WHERE step IS NULL OR step >= 7;
+\echo '--     The 15 Hermitage anomaly tests, run live at each level and folded into Hermitage''s table'
+\echo '--     (possible = this level lets the anomaly happen; computed from this run, not from a stored table):'
+SELECT anomaly,
+       CASE WHEN bool_and(result = 'prevented') FILTER (WHERE level = 'read committed') THEN 'prevented' ELSE 'possible' END AS "read committed",
+       CASE WHEN bool_and(result = 'prevented') FILTER (WHERE level = 'repeatable read') THEN 'prevented' ELSE 'possible' END AS "repeatable read",
+       CASE WHEN bool_and(result = 'prevented') FILTER (WHERE level = 'serializable') THEN 'prevented' ELSE 'possible' END AS "serializable"
+  FROM dtx.lab_anomalies() WITH ORDINALITY GROUP BY anomaly ORDER BY min(ordinality);
