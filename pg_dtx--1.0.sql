@@ -437,6 +437,13 @@ CREATE INDEX outbox_key_idx ON dtx.outbox (sink_id, key, message_id);	-- a key's
 ALTER TABLE dtx.outbox ALTER COLUMN sink_id SET STATISTICS 0,
                        ALTER COLUMN key SET STATISTICS 0;
 REVOKE ALL ON dtx.outbox FROM PUBLIC;
+
+-- The dispatcher's per-key order check: the oldest message_id of a key in a
+-- sink, one descent of outbox_key_idx (src/outbox.c).  It reads the table
+-- without a permission check, so it is not for PUBLIC.
+CREATE FUNCTION dtx._outbox_key_head(sink_id int, key text) RETURNS bigint
+AS 'MODULE_PATHNAME', 'dtx_outbox_key_head' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION dtx._outbox_key_head(int, text) FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('dtx.outbox', '');
 
 -- Attempts in progress: one row per batch, from its claim to its outcome.

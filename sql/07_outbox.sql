@@ -160,12 +160,22 @@ SET ROLE outbox_app;
 SELECT expect_error($$SELECT dtx.outbox_send('orders.x', '{}')$$);
 SELECT expect_error($$SELECT dtx.sink_create('y', 'notify', '{"channel": "c"}')$$);
 SELECT expect_error($$SELECT * FROM dtx.outbox$$);
+SELECT expect_error($$SELECT dtx._outbox_key_head(1, 'k')$$);
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) TO outbox_app;
 SET ROLE outbox_app;
 SELECT dtx.outbox_send('orders.app', '{"from": "app"}') > 0 AS sent;
 RESET ROLE;
 SELECT wait_outbox_empty();
+-- the dispatcher's key-head probe: the oldest message of a key that this
+-- snapshot sees, nothing for an unknown key, a rolled-back row not seen
+BEGIN;
+INSERT INTO dtx.outbox (message_id, sink_id, topic, key, payload)
+  VALUES (-3, -1, 't', 'k1', '{}'), (-2, -1, 't', 'k1', '{}'), (-1, -1, 't', 'k2', '{}');
+SELECT dtx._outbox_key_head(-1, 'k1') AS k1, dtx._outbox_key_head(-1, 'k2') AS k2,
+       dtx._outbox_key_head(-1, 'k3') AS k3, dtx._outbox_key_head(-2, 'k1') AS other_sink;
+ROLLBACK;
+SELECT dtx._outbox_key_head(-1, 'k1') AS after_rollback;
 REVOKE EXECUTE ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) FROM outbox_app;
 DROP ROLE outbox_app;
 

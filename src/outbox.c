@@ -46,10 +46,18 @@
 #include <unistd.h>
 
 #include "access/detoast.h"
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/vacuum.h"
+#include "executor/tuptable.h"
 #include "executor/spi.h"
 #include "foreign/foreign.h"
 #include "funcapi.h"
@@ -64,7 +72,9 @@
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/fmgroids.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -106,6 +116,7 @@ static bool outbox_wake_pending = false;
 
 PG_FUNCTION_INFO_V1(dtx_outbox_send);
 PG_FUNCTION_INFO_V1(dtx_outbox_wake);
+PG_FUNCTION_INFO_V1(dtx_outbox_key_head);
 
 /* ----------------------------------------------------------------
  * Settings
@@ -430,17 +441,15 @@ static int64 deleted_since_vacuum = 0;
 
 /*
  * A message with a key is claimed only when it is the oldest of its key.
- * The head is read in the key index's own order (sink_id, key,
- * message_id), LIMIT 1: with sorts disabled (xact_begin), no other index
- * can serve it, however stale the statistics (the primary key with the key
- * as a filter made every probe walk the sink's whole backlog).
+ * The head is read by dtx._outbox_key_head(), one descent of
+ * outbox_key_idx done in C, so no plan can turn it into a walk of the
+ * sink's backlog (a subquery's generic plan once read it through the
+ * primary key with the key as a filter).
  */
 #define CLAIM_WHERE \
 	" FROM dtx.outbox o" \
 	" WHERE o.sink_id = $1 AND o.next_attempt_at <= now() AND (o.crashes > 0) = $3" \
-	"   AND (o.key IS NULL OR o.message_id = (SELECT p.message_id FROM dtx.outbox p" \
-	"        WHERE p.sink_id = $1 AND p.key = o.key" \
-	"        ORDER BY p.sink_id, p.key, p.message_id LIMIT 1))" \
+	"   AND (o.key IS NULL OR o.message_id = dtx._outbox_key_head($1, o.key))" \
 	" ORDER BY o.message_id LIMIT $2 FOR UPDATE OF o SKIP LOCKED"
 
 static const char *claim_rows_sql =
@@ -2072,4 +2081,69 @@ dtx_outbox_work(void)
 	}
 	PG_END_TRY();
 	return sleep_ms;
+}
+
+/*
+ * dtx._outbox_key_head(sink_id int, key text) -> bigint
+ *
+ * The oldest message_id of a key in a sink that the current snapshot sees,
+ * read straight from outbox_key_idx: one descent of the index, whatever
+ * the planner would have chosen.  (As a subquery, a generic plan made on a
+ * nearly empty queue read the head through the primary key with the key as
+ * a filter: a walk of the sink's whole backlog per claimed row.)
+ */
+typedef struct KeyHeadRels
+{
+	Oid			heap;
+	Oid			index;
+} KeyHeadRels;
+
+Datum
+dtx_outbox_key_head(PG_FUNCTION_ARGS)
+{
+	KeyHeadRels *rels = (KeyHeadRels *) fcinfo->flinfo->fn_extra;
+	int32		sink_id = PG_GETARG_INT32(0);
+	text	   *key = PG_GETARG_TEXT_PP(1);
+	Relation	heap;
+	Relation	index;
+	ScanKeyData skey[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found = false;
+	int64		head = 0;
+
+	if (rels == NULL)
+	{
+		Oid			nsp = get_namespace_oid("dtx", false);
+
+		rels = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(KeyHeadRels));
+		rels->heap = get_relname_relid("outbox", nsp);
+		rels->index = get_relname_relid("outbox_key_idx", nsp);
+		if (!OidIsValid(rels->heap) || !OidIsValid(rels->index))
+			elog(ERROR, "dtx.outbox or dtx.outbox_key_idx is missing");
+		fcinfo->flinfo->fn_extra = rels;
+	}
+	heap = table_open(rels->heap, AccessShareLock);
+	index = index_open(rels->index, AccessShareLock);
+	ScanKeyEntryInitialize(&skey[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[0], F_INT4EQ, Int32GetDatum(sink_id));
+	ScanKeyEntryInitialize(&skey[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[1], F_TEXTEQ, PointerGetDatum(key));
+	scan = index_beginscan(heap, index, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, skey, 2, NULL, 0);
+	slot = table_slot_create(heap, NULL);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		head = DatumGetInt64(slot_getattr(slot, 1, &isnull));
+		found = !isnull;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	if (!found)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(head);
 }
