@@ -444,6 +444,14 @@ REVOKE ALL ON dtx.outbox FROM PUBLIC;
 CREATE FUNCTION dtx._outbox_key_head(sink_id int, key text) RETURNS bigint
 AS 'MODULE_PATHNAME', 'dtx_outbox_key_head' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 REVOKE ALL ON FUNCTION dtx._outbox_key_head(int, text) FROM PUBLIC;
+-- ... and whether a message is in the sink's batch on the wire (the
+-- dispatcher's own memory; false in any other process)
+CREATE FUNCTION dtx._outbox_on_the_wire(sink_id int, message_id bigint) RETURNS boolean
+AS 'MODULE_PATHNAME', 'dtx_outbox_on_the_wire' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION dtx._outbox_on_the_wire(int, bigint) FROM PUBLIC;
+-- ... and whether an id is in a batch's ascending id list (binary search)
+CREATE FUNCTION dtx._outbox_among(message_id bigint, ids bigint[]) RETURNS boolean
+AS 'MODULE_PATHNAME', 'dtx_outbox_among' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 SELECT pg_catalog.pg_extension_config_dump('dtx.outbox', '');
 
 -- Attempts in progress: one row per batch, from its claim to its outcome.

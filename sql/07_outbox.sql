@@ -85,6 +85,27 @@ SELECT count(*) AS unrouted FROM dtx.outbox WHERE sink_id = 0;
 DELETE FROM dtx.outbox WHERE sink_id = 0;
 SELECT dtx.route_drop('odd_%', 'a'), dtx.route_drop('odd_%', 'a');
 
+-- two sinks on the same server and user share one connection, which
+-- carries one batch at a time: their batches are sent and read in turn,
+-- every round (neither keeps the other off it), everything arrives once
+-- and in order per key
+SELECT dtx.exec('loop_a', $$CREATE TABLE events2 (LIKE events INCLUDING ALL)$$);
+SELECT dtx.sink_create('a2', 'postgres', '{"server": "loop_a", "table": "events2", "batch_size": 100}') > 0 AS created;
+SELECT dtx.route_create('twin.*', 'a2');
+SELECT dtx.route_create('twin.*', 'a');
+SELECT count(dtx.outbox_send('twin.x', jsonb_build_object('n', g), key => 'k' || (g % 50))) FROM generate_series(1, 2500) g;
+SELECT wait_outbox_empty();
+SELECT * FROM dtx.query('loop_a', $$SELECT (SELECT count(*) FROM events WHERE topic = 'twin.x'),
+                                          (SELECT count(DISTINCT id) FROM events WHERE topic = 'twin.x'),
+                                          (SELECT count(*) FROM events2), (SELECT count(DISTINCT id) FROM events2)$$)
+         AS t(a bigint, a_distinct bigint, a2 bigint, a2_distinct bigint);
+-- per key, in order: ids ascend with the received order in each target
+SELECT * FROM dtx.query('loop_a', $$SELECT count(*) FROM (SELECT id < lag(id) OVER (PARTITION BY key ORDER BY xmin::text::bigint, ctid) AS back FROM events2) s WHERE back$$)
+         AS t(out_of_order bigint);
+SELECT sink, ready, in_flight, dead, breaker, last_error FROM dtx.outbox_status WHERE sink IN ('a', 'a2') ORDER BY sink;
+SELECT dtx.route_drop('twin.*', 'a2'), dtx.route_drop('twin.*', 'a');
+SELECT dtx.sink_drop('a2');
+
 -- blocked keys and skipping a key's head (queued here without a worker
 -- claim: the rows are moved straight into the future)
 SELECT dtx.sink_create('parked', 'http', '{"url": "http://127.0.0.1:1/never"}') > 0 AS created;

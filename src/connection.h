@@ -53,6 +53,10 @@ typedef struct DtxConn
 	bool		detached;		/* detached_sql was sent and its result is
 								 * still to be read (dtx_conn_reap_detached) */
 	char		detached_sql[160];
+	bool		outside_xact;	/* its commands are not part of the local
+								 * transaction (an outbox sink's): the
+								 * transaction callbacks leave it alone,
+								 * even with a command in flight */
 	uint32		server_hashvalue;
 	uint32		mapping_hashvalue;
 } DtxConn;

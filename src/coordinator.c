@@ -427,6 +427,8 @@ coord_end_xact(bool abort)
 	hash_seq_init(&scan, dtx_conn_hash());
 	while ((c = (DtxConn *) hash_seq_search(&scan)))
 	{
+		if (c->outside_xact)
+			continue;
 		if (c->conn != NULL && !c->detached && (c->xact_depth > 0 || c->in_flight))
 		{
 			if (!abort)

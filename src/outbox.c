@@ -117,6 +117,8 @@ static bool outbox_wake_pending = false;
 PG_FUNCTION_INFO_V1(dtx_outbox_send);
 PG_FUNCTION_INFO_V1(dtx_outbox_wake);
 PG_FUNCTION_INFO_V1(dtx_outbox_key_head);
+PG_FUNCTION_INFO_V1(dtx_outbox_on_the_wire);
+PG_FUNCTION_INFO_V1(dtx_outbox_among);
 
 /* ----------------------------------------------------------------
  * Settings
@@ -384,6 +386,9 @@ typedef struct Sink
 
 	bool		maybe_suspects;
 	bool		seen;
+	bool		dropped;		/* gone from dtx.outbox_sink, batches pending */
+	int			pins;			/* batches that point to this sink */
+	struct Batch *sent;			/* postgres: its batch on the wire */
 	DtxConn    *conn;			/* postgres: its connection (cache entry) */
 	int			remote_pid;		/* postgres: the connection that got our */
 	void	   *remote_conn;	/* SET (pid and PGconn) */
@@ -416,6 +421,7 @@ typedef struct Msg
 
 typedef struct Batch
 {
+	MemoryContext cxt;			/* the batch and its messages */
 	Sink	   *sink;
 	Msg		   *msgs;
 	int			n;
@@ -424,6 +430,7 @@ typedef struct Batch
 	DtxConn    *conn;			/* postgres */
 	bool		sent;
 	bool		solo;			/* a suspect, alone in its round */
+	bool		full;			/* claimed as many as the sink may take */
 } Batch;
 
 static List *sinks = NIL;		/* of Sink *, in outbox_cxt */
@@ -433,6 +440,16 @@ static bool need_attempt_recovery = true;
 static TimestampTz next_deferred = DT_NOBEGIN;	/* NOBEGIN: not known yet */
 static TimestampTz last_housekeeping = 0;
 static int64 deleted_since_vacuum = 0;
+
+/*
+ * The pipeline (postgres sinks): a batch is claimed and sent in one round,
+ * its answer read in the next, and its outcome recorded in the round after
+ * that, in the same transaction as that round's claim; so the target works
+ * on one batch while the dispatcher records the previous one and claims
+ * the next.  Both lists live in outbox_cxt; each batch has its own context.
+ */
+static List *sent_batches = NIL;	/* on the wire, answer not read */
+static List *done_batches = NIL;	/* outcome known, not recorded */
 
 /* ----------------------------------------------------------------
  * Dispatcher: SQL
@@ -450,6 +467,7 @@ static int64 deleted_since_vacuum = 0;
 	" FROM dtx.outbox o" \
 	" WHERE o.sink_id = $1 AND o.next_attempt_at <= now() AND (o.crashes > 0) = $3" \
 	"   AND (o.key IS NULL OR o.message_id = dtx._outbox_key_head($1, o.key))" \
+	"   AND NOT dtx._outbox_on_the_wire($1, o.message_id)" \
 	" ORDER BY o.message_id LIMIT $2 FOR UPDATE OF o SKIP LOCKED"
 
 static const char *claim_rows_sql =
@@ -474,7 +492,7 @@ static const char *attempt_delete_sql =
 
 static const char *success_sql =
 "WITH d AS (DELETE FROM dtx.outbox WHERE sink_id = $1 AND message_id BETWEEN $4 AND $5"
-"                                     AND message_id = ANY ($2)"
+"                                     AND dtx._outbox_among(message_id, $2)"
 "           RETURNING message_id, topic, key, created_at, attempts)"
 " INSERT INTO dtx.outbox_delivered (message_id, sink_id, topic, key, created_at, attempts)"
 " SELECT message_id, $1, topic, key, created_at, attempts + 1 FROM d WHERE $3";
@@ -487,7 +505,7 @@ static const char *success_sql =
 static const char *failure_sql =
 "WITH dead AS ("
 "   DELETE FROM dtx.outbox o WHERE o.sink_id = $1 AND o.message_id BETWEEN $10 AND $11"
-"      AND o.message_id = ANY ($2) AND o.attempts + 1 >= $3 RETURNING o.*),"
+"      AND dtx._outbox_among(o.message_id, $2) AND o.attempts + 1 >= $3 RETURNING o.*),"
 " ins AS ("
 "   INSERT INTO dtx.outbox_dead AS x (message_id, sink, topic, key, payload, headers,"
 "                                created_at, attempts, reason, last_error)"
@@ -502,7 +520,7 @@ static const char *failure_sql =
 "      next_attempt_at = clock_timestamp() + make_interval(secs => greatest($7::float8,"
 "          least($6::float8, $5::float8 * 2 ^ least(o.attempts, 40)) * (0.5 + random() / 2)) / 1000.0)"
 "   WHERE o.sink_id = $1 AND o.message_id BETWEEN $10 AND $11"
-"     AND o.message_id = ANY ($2) AND o.attempts + 1 < $3"
+"     AND dtx._outbox_among(o.message_id, $2) AND o.attempts + 1 < $3"
 "   RETURNING o.next_attempt_at)"
 " SELECT (SELECT min(next_attempt_at) FROM upd), (SELECT count(*) FROM ins)";
 
@@ -915,6 +933,12 @@ sinks_load(void)
 
 		if (s->seen)
 			keep = lappend(keep, s);
+		else if (s->pins > 0)
+		{
+			/* dropped, but batches of it are pending: no more claims */
+			s->dropped = true;
+			keep = lappend(keep, s);
+		}
 		else
 		{
 			MemoryContextDelete(s->cxt);
@@ -1031,10 +1055,12 @@ claim_batch(Sink *s, int limit, bool suspects)
 	bool		envelope = (s->kind != SINK_POSTGRES);
 	bool		record_attempt = (s->kind != SINK_NOTIFY);
 	MemoryContext old;
+	MemoryContext cxt;
 
 	args[0] = Int32GetDatum(s->id);
 	args[1] = Int32GetDatum(suspects ? 1 : limit);
 	args[2] = BoolGetDatum(suspects);
+	/* the sink's batch on the wire is still in the table: see on_the_wire */
 	run(envelope ? P_CLAIM_ENVELOPE : P_CLAIM_ROWS, args, NULL);
 	if (SPI_processed == 0)
 	{
@@ -1043,9 +1069,12 @@ claim_batch(Sink *s, int limit, bool suspects)
 		return NULL;
 	}
 
-	old = MemoryContextSwitchTo(round_cxt);
+	cxt = AllocSetContextCreate(outbox_cxt, "pg_dtx outbox batch", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
 	b = palloc0(sizeof(Batch));
+	b->cxt = cxt;
 	b->sink = s;
+	s->pins++;
 	b->solo = suspects;
 	b->n = SPI_processed;
 	b->msgs = palloc0(sizeof(Msg) * b->n);
@@ -1084,6 +1113,16 @@ claim_batch(Sink *s, int limit, bool suspects)
 	return b;
 }
 
+/* A batch is done with: its memory goes, its sink may go */
+static void
+batch_free(Batch *b)
+{
+	b->sink->pins--;
+	if (b->sink->sent == b)
+		b->sink->sent = NULL;
+	MemoryContextDelete(b->cxt);
+}
+
 /* For dtx_try: open (or check) the connection of a postgres sink */
 typedef struct ConnectArgs
 {
@@ -1099,6 +1138,8 @@ connect_sink(void *arg)
 	UserMapping *user = GetUserMapping(a->sink->owner, server->serverid);
 
 	a->conn = dtx_conn_get(server, user);
+	/* its batches stay on the wire across the dispatcher's transactions */
+	a->conn->outside_xact = true;
 
 	/*
 	 * A delivery is confirmed once the target committed it durably,
@@ -1582,6 +1623,7 @@ static void
 notify_round(Sink *s, int limit, bool *more)
 {
 	MemoryContext old = CurrentMemoryContext;
+	Batch	   *volatile vb = NULL;
 
 	PG_TRY();
 	{
@@ -1591,7 +1633,7 @@ notify_round(Sink *s, int limit, bool *more)
 		xact_begin();
 		/* notified and deleted in one commit: that one is waited for */
 		local_setting("synchronous_commit", "on");
-		b = claim_batch(s, limit, false);
+		b = vb = claim_batch(s, limit, false);
 		if (b != NULL)
 		{
 			for (i = 0; i < b->n; i++)
@@ -1615,6 +1657,8 @@ notify_round(Sink *s, int limit, bool *more)
 		}
 		sinks_save();
 		xact_commit();
+		if (b != NULL)
+			batch_free(b);
 	}
 	PG_CATCH();
 	{
@@ -1625,6 +1669,8 @@ notify_round(Sink *s, int limit, bool *more)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(old);
+		if (vb != NULL)
+			batch_free(vb);
 		s->delivered = 0;		/* rolled back */
 		sink_round_result(s, false, true, edata->message);
 	}
@@ -1655,7 +1701,53 @@ round_lappend(List *list, void *datum)
 static bool
 sink_connected(Sink *s)
 {
+	/*
+	 * Sinks on the same server and user share a connection: one busy with
+	 * a batch of ours (this sink's or another's) is connected.
+	 */
+	if (s->sent != NULL || (s->conn != NULL && s->conn->conn != NULL && s->conn->in_flight))
+		return true;
 	return s->conn != NULL && dtx_conn_usable(s->conn);
+}
+
+/*
+ * A connection carries one batch at a time: is a batch of this round to be
+ * left on it (the batches read in the round are read before the next one
+ * is sent)?
+ */
+static bool
+conn_taken(List *batches, DtxConn *c)
+{
+	ListCell   *lc;
+
+	foreach(lc, batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		if (b->conn == c && b->full)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Sinks on the same server and user share a connection.  Their batches are
+ * not left on the wire (each would keep the others off it): they are sent
+ * and read in turn, every round.
+ */
+static bool
+conn_shared(Sink *s)
+{
+	ListCell   *lc;
+
+	foreach(lc, sinks)
+	{
+		Sink	   *o = lfirst(lc);
+
+		if (o != s && !o->dropped && o->kind == SINK_POSTGRES && o->conn == s->conn)
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -1719,8 +1811,28 @@ claim_for(Sink *s, int limit, bool suspects, bool *more)
 	}
 	b = claim_batch(s, limit, suspects);
 	if (b)
+	{
 		b->conn = s->conn;
+		b->full = !suspects && b->n >= limit && !conn_shared(s);
+	}
 	return b;
+}
+
+/* A batch whose outcome is known, to record at the next round's start */
+static void
+done_add(Batch *b)
+{
+	MemoryContext old = MemoryContextSwitchTo(outbox_cxt);
+
+	done_batches = lappend(done_batches, b);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+inflight_add(int64 attempt_id)
+{
+	if (attempt_id > 0 && ninflight < MAX_INFLIGHT)
+		inflight[ninflight++] = attempt_id;
 }
 
 /* The round's only batch is a suspect sent alone */
@@ -1745,13 +1857,15 @@ outbox_round(void)
 	bool		had_clean_stop = false;
 	DtxHttpRequest *reqs;
 	Msg		  **req_msgs;
+	Batch	  **req_batches;
 	int			nreqs = 0;
 	int			i;
+	bool		drain = false;
 
 	if (next_deferred != DT_NOBEGIN && next_deferred <= now)
 		next_deferred = DT_NOEND;
 
-	/* 0. connections, 1. claim */
+	/* 0. connections, 1. record the last round's outcomes and claim */
 	connect_sinks(now);
 	xact_begin();
 	if (need_attempt_recovery)
@@ -1790,18 +1904,30 @@ outbox_round(void)
 		next_deferred = isnull ? DT_NOEND : DatumGetTimestampTz(d);
 	}
 	sinks_load();
+	foreach(lc, done_batches)
+		record_batch((Batch *) lfirst(lc));
+	now = GetCurrentTimestamp();
 
 	/*
 	 * Suspects go first, one message in the whole round: if the worker
-	 * dies again, the attempt left behind names that message alone.
+	 * dies again, the attempt left behind names that message alone.  So
+	 * nothing else may be on the wire: with a batch still there, this
+	 * round claims nothing, and the next one (the pipeline empty) does.
 	 */
 	foreach(lc, sinks)
 	{
 		Sink	   *s = lfirst(lc);
 		Batch	   *b;
 
-		if (!s->maybe_suspects || s->kind == SINK_NOTIFY || sink_allowance(s, now) == 0)
+		if (!s->maybe_suspects || s->dropped || s->kind == SINK_NOTIFY ||
+			sink_allowance(s, now) == 0)
 			continue;
+		if (sent_batches != NIL)
+		{
+			drain = true;
+			more = true;
+			break;
+		}
 		b = claim_for(s, 1, true, &more);
 		if (b != NULL)
 		{
@@ -1813,14 +1939,25 @@ outbox_round(void)
 	foreach(lc, sinks)
 	{
 		Sink	   *s = lfirst(lc);
-		int			limit = sink_allowance(s, now);
+		int			limit;
 		Batch	   *b;
 
-		if (limit == 0 || suspect_round(batches))
+		if (drain || suspect_round(batches) || s->dropped)
+			continue;
+		/* with a batch on the wire, only a healthy sink gets the next */
+		if (s->sent != NULL && s->breaker != BREAKER_CLOSED)
+			continue;
+		limit = sink_allowance(s, now);
+		if (limit == 0)
 			continue;
 		if (s->kind == SINK_NOTIFY)
 		{
 			notify_sinks = round_lappend(notify_sinks, s);
+			continue;
+		}
+		if (s->kind == SINK_POSTGRES && s->conn != NULL && conn_taken(batches, s->conn))
+		{
+			more = true;		/* its connection is another sink's this round */
 			continue;
 		}
 		b = claim_for(s, limit, false, &more);
@@ -1834,6 +1971,7 @@ outbox_round(void)
 		more = true;
 		batches = round_lappend(batches, b);
 	}
+	sinks_save();
 
 	/*
 	 * The attempt rows must survive a crash of this process (that is how a
@@ -1849,13 +1987,16 @@ outbox_round(void)
 		clean_stop_path(path);
 		(void) unlink(path);
 	}
+	/* recorded: those batches are done with */
+	foreach(lc, done_batches)
+		batch_free((Batch *) lfirst(lc));
+	list_free(done_batches);
+	done_batches = NIL;
+	ninflight = 0;
+	foreach(lc, sent_batches)
+		inflight_add(((Batch *) lfirst(lc))->attempt_id);
 	foreach(lc, batches)
-	{
-		Batch	   *b = lfirst(lc);
-
-		if (b->attempt_id > 0 && ninflight < MAX_INFLIGHT)
-			inflight[ninflight++] = b->attempt_id;
-	}
+		inflight_add(((Batch *) lfirst(lc))->attempt_id);
 
 	/* 2. notify sinks: their own transactions */
 	foreach(lc, notify_sinks)
@@ -1865,24 +2006,63 @@ outbox_round(void)
 		notify_round(s, sink_allowance(s, now), &more);
 	}
 
-	/* 3. send, no transaction open */
+	/* 3. the answers to last round's batches */
+	foreach(lc, sent_batches)
+	{
+		Batch	   *b = lfirst(lc);
+		MemoryContext old = MemoryContextSwitchTo(b->cxt);
+
+		pgstat_report_activity(STATE_RUNNING, "outbox: waiting for a postgres sink");
+		pg_collect(b);
+		MemoryContextSwitchTo(old);
+		b->sink->sent = NULL;
+		done_add(b);
+	}
+	list_free(sent_batches);
+	sent_batches = NIL;
+
+	/* 4. send this round's batches, no transaction open */
 	foreach(lc, batches)
 	{
 		Batch	   *b = lfirst(lc);
+		MemoryContext old;
+		char	   *error;
 
-		if (b->sink->kind == SINK_POSTGRES)
+		if (b->sink->kind != SINK_POSTGRES)
 		{
-			char	   *error;
+			nreqs += b->n;
+			continue;
+		}
+		old = MemoryContextSwitchTo(b->cxt);
+		b->sent = pg_send(b, 0, b->n, &error);
+		if (!b->sent)
+			set_all(b, OUT_RETRY, true, error);
+		else if (!b->full)
+		{
+			/*
+			 * Only a full batch is left on the wire (a backlog: the next
+			 * claim has work to overlap with).  A partial one (a suspect,
+			 * a quiet queue, keys waiting for their heads) is read and
+			 * recorded in this round, so the next messages of its keys can
+			 * go in the next.
+			 */
+			pg_collect(b);
+		}
+		MemoryContextSwitchTo(old);
+		if (b->sent && b->full)
+		{
+			MemoryContext o = MemoryContextSwitchTo(outbox_cxt);
 
-			b->sent = pg_send(b, 0, b->n, &error);
-			if (!b->sent)
-				set_all(b, OUT_RETRY, true, error);
+			b->sink->sent = b;
+			sent_batches = lappend(sent_batches, b);
+			MemoryContextSwitchTo(o);
 		}
 		else
-			nreqs += b->n;
+			done_add(b);
 	}
 	reqs = palloc0(sizeof(DtxHttpRequest) * Max(nreqs, 1));
 	req_msgs = palloc0(sizeof(Msg *) * Max(nreqs, 1));
+	req_batches = palloc0(sizeof(Batch *) * Max(nreqs, 1));
 	nreqs = 0;
 	foreach(lc, batches)
 	{
@@ -1902,37 +2082,69 @@ outbox_round(void)
 			r->body_len = strlen(b->msgs[i].envelope);
 			r->message_id = b->msgs[i].id;
 			r->timeout_ms = SINK_SETTING(s, timeout_ms, dtx_outbox_timeout);
+			req_batches[nreqs] = b;
 			req_msgs[nreqs++] = &b->msgs[i];
 		}
+		done_add(b);
 	}
 	if (nreqs > 0)
 	{
 		pgstat_report_activity(STATE_RUNNING, "outbox: HTTP requests in flight");
 		dtx_http_perform(reqs, nreqs);
 		for (i = 0; i < nreqs; i++)
-			http_outcome(req_msgs[i], &reqs[i]);
-	}
-	foreach(lc, batches)
-	{
-		Batch	   *b = lfirst(lc);
-
-		if (b->sink->kind == SINK_POSTGRES && b->sent)
 		{
-			pgstat_report_activity(STATE_RUNNING, "outbox: waiting for a postgres sink");
-			pg_collect(b);
+			MemoryContext old = MemoryContextSwitchTo(req_batches[i]->cxt);
+
+			http_outcome(req_msgs[i], &reqs[i]);
+			MemoryContextSwitchTo(old);
 		}
 	}
 
-	/* 4. record */
-	xact_begin();
-	foreach(lc, batches)
-		record_batch((Batch *) lfirst(lc));
-	sinks_save();
-	xact_commit();
-	ninflight = 0;
+	/*
+	 * With a batch on the wire, the outcomes are recorded at the start of
+	 * the next round, with its claim; else now.
+	 */
+	if (sent_batches == NIL && done_batches != NIL)
+	{
+		xact_begin();
+		foreach(lc, done_batches)
+			record_batch((Batch *) lfirst(lc));
+		sinks_save();
+		xact_commit();
+		foreach(lc, done_batches)
+			batch_free((Batch *) lfirst(lc));
+		list_free(done_batches);
+		done_batches = NIL;
+		ninflight = 0;
+	}
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return more;
+	return more || sent_batches != NIL || done_batches != NIL;
+}
+
+/*
+ * After an error: batches on the wire are abandoned with their connections,
+ * and no outcome is recorded (the attempts left behind make their messages
+ * suspects, sent alone again).
+ */
+static void
+pipeline_abandon(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, sent_batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		if (b->conn != NULL)
+			dtx_conn_disconnect(b->conn);
+		batch_free(b);
+	}
+	foreach(lc, done_batches)
+		batch_free((Batch *) lfirst(lc));
+	list_free(sent_batches);
+	list_free(done_batches);
+	sent_batches = done_batches = NIL;
 }
 
 /* VACUUM dtx.outbox, from the worker's loop (no transaction open) */
@@ -2063,6 +2275,7 @@ dtx_outbox_work(void)
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
 		dtx_http_abandon();
+		pipeline_abandon();
 		MemoryContextReset(round_cxt);
 		{
 			ListCell   *lc;
@@ -2146,4 +2359,76 @@ dtx_outbox_key_head(PG_FUNCTION_ARGS)
 	if (!found)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(head);
+}
+
+/*
+ * dtx._outbox_on_the_wire(sink_id int, message_id bigint) -> boolean
+ *
+ * Whether the message is in the sink's batch on the wire, which the
+ * claim must not take again although its rows are still in dtx.outbox:
+ * a binary search of this process's batch (its ids ascend, in the claim's
+ * order).  Outside the dispatcher, nothing is on the wire: false.  (As
+ * "message_id <> ALL ($n)" in a generic plan, it cost one comparison per
+ * batch element for every row the claim read.)
+ */
+Datum
+dtx_outbox_on_the_wire(PG_FUNCTION_ARGS)
+{
+	Sink	   *s = outbox_cxt != NULL ? sink_find(PG_GETARG_INT32(0)) : NULL;
+	int64		id = PG_GETARG_INT64(1);
+	Batch	   *b;
+	int			lo,
+				hi;
+
+	if (s == NULL || (b = s->sent) == NULL)
+		PG_RETURN_BOOL(false);
+	lo = 0;
+	hi = b->n - 1;
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (b->msgs[mid].id == id)
+			PG_RETURN_BOOL(true);
+		if (b->msgs[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	PG_RETURN_BOOL(false);
+}
+
+/*
+ * dtx._outbox_among(message_id bigint, ids bigint[]) -> boolean
+ *
+ * Whether message_id is in ids, which ascend and have no nulls (a batch's
+ * ids, in the claim's order): a binary search, where "= ANY (ids)" in a
+ * generic plan compares with every element for each row.
+ */
+Datum
+dtx_outbox_among(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(1);
+	int			n = ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
+	const int64 *v = (const int64 *) ARR_DATA_PTR(a);
+	int			lo = 0,
+				hi = n - 1;
+
+	if (ARR_ELEMTYPE(a) != INT8OID || ARR_HASNULL(a))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ids must be a bigint array without nulls")));
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (v[mid] == id)
+			PG_RETURN_BOOL(true);
+		if (v[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	PG_RETURN_BOOL(false);
 }
