@@ -11,7 +11,7 @@
  * - Sessions are libpq connections back to this server, as the current
  *   role, with no password: the server's Unix socket and port, or
  *   dtx.lab_conninfo.  One more connection (the "admin") creates a scratch
- *   schema dtx_lab_<pid>, runs the setup, reads the final state, evaluates
+ *   schema dtx_lab_<pid>_<role oid>, runs the setup, reads the final state, evaluates
  *   the invariant, runs the teardown and drops the schema.  Every session's
  *   search_path is that schema and its default_transaction_isolation the
  *   level asked for.
@@ -164,7 +164,7 @@ dtx_lab_define_gucs(void)
 							   "Empty: this server's first Unix socket directory and port. The user and database are always the caller's.",
 							   &lab_conninfo,
 							   "",
-							   PGC_SUSET, 0,
+							   PGC_SUSET, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 }
 
@@ -372,7 +372,9 @@ lab_connect(const char *name)
 				(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 				 errmsg("could not open isolation lab session \"%s\"", name),
 				 errdetail("%s", msg),
-				 errhint("The lab connects back to this server as role \"%s\" without a password (dtx.lab_conninfo): pg_hba.conf must let that connection in (trust, or peer with a map).", user)));
+				 (lab_conninfo && lab_conninfo[0] != '\0')
+				 ? errhint("The lab connects back to this server as role \"%s\" with dtx.lab_conninfo; check that setting, pg_hba.conf, and the role's connection limit.", user)
+				 : errhint("The lab connects back to this server as role \"%s\" over its Unix socket, without a password: pg_hba.conf must let that connection in (trust, or peer with a map), and the role must be allowed one more connection; or a superuser can set dtx.lab_conninfo.", user)));
 	}
 	PQsetNoticeProcessor(conn, lab_notice_ignore, NULL);
 	return conn;
@@ -911,19 +913,33 @@ static void
 lab_sweep(Lab *lab)
 {
 	PGresult   *r = lab_admin(lab,
-							  "SELECT format('DROP SCHEMA %I CASCADE', n.nspname)"
-							  "  FROM pg_catalog.pg_namespace n"
-							  " WHERE n.nspname ~ '^dtx_lab_[0-9]+$'"
-							  "   AND n.nspowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)"
-							  "   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a"
-							  "                    WHERE a.pid = substr(n.nspname, 9)::int)",
+							  psprintf("SELECT format('SET lock_timeout = ''200ms''; DROP SCHEMA %%I CASCADE', n.nspname)"
+									   "  FROM pg_catalog.pg_namespace n"
+									   " WHERE n.nspname ~ '^dtx_lab_[0-9]{1,9}_%u$'"
+									   "   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a"
+									   "                    WHERE a.pid = split_part(n.nspname, '_', 3)::int)",
+									   GetUserId()),
 							  "could not look for leftover lab schemas");
 	int			i;
 
+	/*
+	 * A leftover that cannot be dropped now (a session of the dead caller
+	 * still holds a lock, until it notices its client is gone) is left for
+	 * a later call.
+	 */
 	for (i = 0; r && i < PQntuples(r); i++)
-		lab_admin_command(lab, PQgetvalue(r, i, 0), "could not drop a leftover lab schema");
+	{
+		PGresult   *err;
+		PGresult   *d = lab_admin_exec(lab, PQgetvalue(r, i, 0), "leftover lab schema", &err);
+
+		if (d)
+			PQclear(d);
+		if (err)
+			PQclear(err);
+	}
 	if (r)
 		PQclear(r);
+	lab_admin_command(lab, "SET lock_timeout = 0", "could not reset lock_timeout");
 }
 
 /* Close everything; never raises (also used while an error unwinds). */
@@ -1319,7 +1335,8 @@ dtx_lab_exec(PG_FUNCTION_ARGS)
 	}
 	lab->maxevents = 16;
 	lab->events = palloc(sizeof(LabEvent) * lab->maxevents);
-	lab->schema = psprintf("dtx_lab_%d", MyProcPid);
+	/* the role's oid too: another role's leftover may have the same pid */
+	lab->schema = psprintf("dtx_lab_%d_%u", MyProcPid, GetUserId());
 	lab->pollcxt = AllocSetContextCreate(CurrentMemoryContext, "pg_dtx lab poll",
 										 ALLOCSET_SMALL_SIZES);
 
@@ -1335,7 +1352,8 @@ dtx_lab_exec(PG_FUNCTION_ARGS)
 		lab_admin_command(lab,
 						  psprintf("DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s;"
 								   " SET search_path = %s; SET statement_timeout = 0;"
-								   " SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0",
+								   " SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;"
+								   " SET client_connection_check_interval = '1s'",
 								   quote_identifier(lab->schema), quote_identifier(lab->schema),
 								   quote_identifier(lab->schema)),
 						  "could not create the lab's scratch schema");
@@ -1346,7 +1364,9 @@ dtx_lab_exec(PG_FUNCTION_ARGS)
 		appendStringInfo(&buf,
 						 "SET search_path = %s; SET default_transaction_isolation = %s;"
 						 " SET statement_timeout = 0; SET lock_timeout = 0;"
-						 " SET idle_in_transaction_session_timeout = 0",
+						 " SET idle_in_transaction_session_timeout = 0;"
+						 /* a session whose caller died stops its statement soon */
+						 " SET client_connection_check_interval = '1s'",
 						 quote_identifier(lab->schema), quote_literal_cstr(lab->isolation));
 		for (i = 0; i < nnames; i++)
 		{

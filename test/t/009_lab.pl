@@ -153,6 +153,8 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE lab_bob LOGIN;
 	GRANT CREATE ON DATABASE postgres TO lab_alice, lab_bob;
 });
+# scratch schemas are named dtx_lab_<caller pid>_<role oid>
+my $alice_oid = $node->safe_psql('postgres', q{SELECT 'lab_alice'::regrole::oid});
 
 # ---------------------------------------------------------------------
 # 3. The caller terminated mid-run (pg_terminate_backend: FATAL, so the
@@ -162,7 +164,7 @@ $node->safe_psql('postgres', q{
 my $t3 = time;
 {
 	my ($bg, $pid) = bg_session($node, 'lab_alice');
-	my $schema = "dtx_lab_$pid";
+	my $schema = "dtx_lab_${pid}_$alice_oid";
 	my $m = bg_start($bg, q{SELECT * FROM dtx.lab_run('{"steps": [["A", "select pg_sleep(60)"]], "timeout_ms": 120000}')});
 	ok($node->poll_query_until('postgres', qq{
 		SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '$schema')
@@ -184,14 +186,17 @@ my $t3 = time;
 
 	is(lab_schemas($node), $schema, "terminate: the scratch schema $schema is left behind (the caller died before cleaning up)");
 	# the admin connection was idle: it sees its client gone at once.
-	# Session A is inside pg_sleep(60): nothing cancels it (the caller that
-	# would have is gone, and a backend busy in a statement does not notice
-	# its client left unless client_connection_check_interval is set), so
-	# it exits only when the statement ends, up to 60 s from now; that is
-	# checked last.
+	# Session A is inside pg_sleep(60): the lab sets
+	# client_connection_check_interval = 1s on its sessions, so it notices
+	# its client is gone and stops long before the 60 s are up.
 	ok($node->poll_query_until('postgres',
 			q{SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'pg_dtx lab admin'}),
 		'terminate: the lab\'s admin backend exits once its client is gone');
+	ok($node->poll_query_until('postgres',
+			q{SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'pg_dtx lab A'}),
+		'terminate: session A stops its 60 s statement once it notices its client is gone');
+	like(slurp_file($node->logfile), qr/pg_dtx lab A (?:FATAL|LOG):\s+(?:\S+:\s+)?connection to client lost/,
+		'terminate: ... because it saw its client gone (client_connection_check_interval), not because the sleep ended');
 
 	# another role's lab call: only its own leftovers are swept (it could
 	# not drop lab_alice's schema anyway)
@@ -208,7 +213,7 @@ my $t3 = time;
 		'1|ok|2', 'terminate: the next lab call of the same role runs');
 	is(lab_schemas($node), '', 'terminate: ... and has dropped the leftover schema (and its own)');
 
-	no_lab_backends_ok($node, 'terminate: every lab session of the dead caller has exited (session A once its statement ended)');
+	no_lab_backends_ok($node, 'terminate: every lab session of the dead caller has exited');
 }
 $secs{terminate} = time - $t3;
 
@@ -275,7 +280,7 @@ my $t4 = time;
 			  . $schedule->($n) . "', 'serializable')");
 	}
 	ok($node->poll_query_until('postgres', qq{
-		SELECT (SELECT count(*) FROM pg_namespace WHERE nspname IN ('dtx_lab_$pid[1]', 'dtx_lab_$pid[2]')) = 2
+		SELECT (SELECT count(*) FROM pg_namespace WHERE nspname IN ('dtx_lab_$pid[1]_$alice_oid', 'dtx_lab_$pid[2]_$alice_oid')) = 2
 		   AND (SELECT count(*) FROM pg_stat_activity
 		         WHERE application_name IN ('pg_dtx lab W', 'pg_dtx lab G')
 		           AND wait_event_type = 'Lock') = 4}),
@@ -338,7 +343,7 @@ my $t5 = time;
 		          ["A", "select pg_sleep(60)"]],
 		"timeout_ms": 120000}')});
 	ok($node->poll_query_until('postgres', qq{
-		SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'dtx_lab_$pid')
+		SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'dtx_lab_${pid}_$alice_oid')
 		   AND EXISTS (SELECT 1 FROM pg_stat_activity
 		                WHERE application_name = 'pg_dtx lab B' AND wait_event_type = 'Lock'
 		                  AND query = 'select * from t')
@@ -463,6 +468,13 @@ ok($hn->poll_query_until('postgres', "SELECT current_setting('dtx.lab_conninfo')
 	is($out, $SKEW_SERIALIZABLE, 'hba: ... and reports the write skew prevented (40001)');
 	is(lab_schemas($hn), '', 'hba: ... no scratch schema left');
 	no_lab_backends_ok($hn, 'hba: ... no lab session left');
+
+	# the setting may name a password file or hold a password: only
+	# superusers read it
+	my ($state) = psql_error($hn, q{SHOW dtx.lab_conninfo}, @as_lab_user);
+	is($state, '42501', 'hba: lab_user may not read dtx.lab_conninfo');
+	is($hn->safe_psql('postgres', q{SELECT count(*) FROM pg_settings WHERE name = 'dtx.lab_conninfo'},
+			extra_params => [ '-U', 'lab_user' ]), '0', 'hba: ... nor see it in pg_settings');
 
 	# A session refused after the scratch schema was made and the setup ran:
 	# CONNECTION LIMIT 3 lets in the caller, the admin connection and alice;
