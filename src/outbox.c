@@ -389,6 +389,8 @@ typedef struct Sink
 	bool		dropped;		/* gone from dtx.outbox_sink, batches pending */
 	int			pins;			/* batches that point to this sink */
 	struct Batch *sent;			/* postgres: its batch on the wire */
+	uint64		last_claim;		/* the round it last claimed something */
+	bool		kept_off;		/* its shared connection was taken */
 	DtxConn    *conn;			/* postgres: its connection (cache entry) */
 	int			remote_pid;		/* postgres: the connection that got our */
 	void	   *remote_conn;	/* SET (pid and PGconn) */
@@ -450,6 +452,7 @@ static int64 deleted_since_vacuum = 0;
  */
 static List *sent_batches = NIL;	/* on the wire, answer not read */
 static List *done_batches = NIL;	/* outcome known, not recorded */
+static uint64 round_no = 0;
 
 /* ----------------------------------------------------------------
  * Dispatcher: SQL
@@ -1731,9 +1734,10 @@ conn_taken(List *batches, DtxConn *c)
 }
 
 /*
- * Sinks on the same server and user share a connection.  Their batches are
- * not left on the wire (each would keep the others off it): they are sent
- * and read in turn, every round.
+ * Sinks on the same server and user share a connection.  While another of
+ * them has work (it claimed in the last round, or was kept off the
+ * connection), batches are not left on the wire (each would keep the others
+ * off it): they are sent and read in turn, every round.
  */
 static bool
 conn_shared(Sink *s)
@@ -1744,7 +1748,8 @@ conn_shared(Sink *s)
 	{
 		Sink	   *o = lfirst(lc);
 
-		if (o != s && !o->dropped && o->kind == SINK_POSTGRES && o->conn == s->conn)
+		if (o != s && !o->dropped && o->kind == SINK_POSTGRES && o->conn == s->conn &&
+			(o->kept_off || o->last_claim + 1 >= round_no))
 			return true;
 	}
 	return false;
@@ -1864,6 +1869,7 @@ outbox_round(void)
 
 	if (next_deferred != DT_NOBEGIN && next_deferred <= now)
 		next_deferred = DT_NOEND;
+	round_no++;
 
 	/* 0. connections, 1. record the last round's outcomes and claim */
 	connect_sinks(now);
@@ -1958,11 +1964,14 @@ outbox_round(void)
 		if (s->kind == SINK_POSTGRES && s->conn != NULL && conn_taken(batches, s->conn))
 		{
 			more = true;		/* its connection is another sink's this round */
+			s->kept_off = true;
 			continue;
 		}
+		s->kept_off = false;	/* it has its turn now */
 		b = claim_for(s, limit, false, &more);
 		if (b == NULL)
 			continue;
+		s->last_claim = round_no;
 
 		/*
 		 * Another round right away: a full batch leaves more behind, and
