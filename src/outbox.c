@@ -452,6 +452,7 @@ static int64 deleted_since_vacuum = 0;
  */
 static List *sent_batches = NIL;	/* on the wire, answer not read */
 static List *done_batches = NIL;	/* outcome known, not recorded */
+static List *live_batches = NIL;	/* every batch not freed (for an error) */
 static uint64 round_no = 0;
 
 /* ----------------------------------------------------------------
@@ -1078,6 +1079,9 @@ claim_batch(Sink *s, int limit, bool suspects)
 	b->cxt = cxt;
 	b->sink = s;
 	s->pins++;
+	MemoryContextSwitchTo(outbox_cxt);
+	live_batches = lappend(live_batches, b);
+	MemoryContextSwitchTo(cxt);
 	b->solo = suspects;
 	b->n = SPI_processed;
 	b->msgs = palloc0(sizeof(Msg) * b->n);
@@ -1120,6 +1124,7 @@ claim_batch(Sink *s, int limit, bool suspects)
 static void
 batch_free(Batch *b)
 {
+	live_batches = list_delete_ptr(live_batches, b);
 	b->sink->pins--;
 	if (b->sink->sent == b)
 		b->sink->sent = NULL;
@@ -2147,13 +2152,13 @@ pipeline_abandon(void)
 
 		if (b->conn != NULL)
 			dtx_conn_disconnect(b->conn);
-		batch_free(b);
 	}
-	foreach(lc, done_batches)
-		batch_free((Batch *) lfirst(lc));
 	list_free(sent_batches);
 	list_free(done_batches);
 	sent_batches = done_batches = NIL;
+	/* every batch, also those the error caught between two lists */
+	while (live_batches != NIL)
+		batch_free((Batch *) linitial(live_batches));
 }
 
 /* VACUUM dtx.outbox, from the worker's loop (no transaction open) */
