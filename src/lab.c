@@ -68,6 +68,7 @@
 #define LAB_MAX_STEPS 1000
 #define LAB_RESULT_MAX 2000		/* characters of a step's result shown */
 #define LAB_POLL_MS 1
+#define LAB_INTERNAL_TIMEOUT_MS 60000	/* the lab's own statements */
 
 /* Settings */
 static int	lab_step_timeout = 5000;	/* ms */
@@ -129,7 +130,8 @@ typedef struct Lab
 {
 	char	   *schema;
 	char	   *isolation;
-	int			timeout_ms;
+	int			timeout_ms;		/* steps, and the schedule's own SQL */
+	int			admin_timeout_ms;	/* the admin's current bound */
 	PGconn	   *admin;
 	bool		admin_busy;
 	bool		schema_made;
@@ -436,7 +438,7 @@ lab_admin_exec(Lab *lab, const char *sql, const char *what, PGresult **err)
 {
 	PGconn	   *conn = lab->admin;
 	PGresult   *last = NULL;
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), lab->timeout_ms);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), lab->admin_timeout_ms);
 	bool		cancelled = false;
 	bool		finished = false;
 
@@ -495,7 +497,7 @@ lab_admin_exec(Lab *lab, const char *sql, const char *what, PGresult **err)
 			PQclear(last);
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
-				 errmsg("%s: did not finish within %d ms", what, lab->timeout_ms)));
+				 errmsg("%s: did not finish within %d ms", what, lab->admin_timeout_ms)));
 	}
 	return last;
 }
@@ -1337,6 +1339,7 @@ dtx_lab_exec(PG_FUNCTION_ARGS)
 	lab->events = palloc(sizeof(LabEvent) * lab->maxevents);
 	/* the role's oid too: another role's leftover may have the same pid */
 	lab->schema = psprintf("dtx_lab_%d_%u", MyProcPid, GetUserId());
+	lab->admin_timeout_ms = Max(lab->timeout_ms, LAB_INTERNAL_TIMEOUT_MS);
 	lab->pollcxt = AllocSetContextCreate(CurrentMemoryContext, "pg_dtx lab poll",
 										 ALLOCSET_SMALL_SIZES);
 
@@ -1357,8 +1360,11 @@ dtx_lab_exec(PG_FUNCTION_ARGS)
 								   quote_identifier(lab->schema), quote_identifier(lab->schema),
 								   quote_identifier(lab->schema)),
 						  "could not create the lab's scratch schema");
+		/* the schedule's own SQL has the step timeout */
+		lab->admin_timeout_ms = lab->timeout_ms;
 		for (i = 0; i < nsetup; i++)
 			lab_admin_command(lab, setup[i], "setup failed");
+		lab->admin_timeout_ms = Max(lab->timeout_ms, LAB_INTERNAL_TIMEOUT_MS);
 
 		initStringInfo(&buf);
 		appendStringInfo(&buf,
@@ -1385,6 +1391,7 @@ dtx_lab_exec(PG_FUNCTION_ARGS)
 
 		lab_run_steps(lab);
 		lab_final_state(lab);
+		lab->admin_timeout_ms = lab->timeout_ms;
 		if (invariant)
 			lab_invariant(lab, invariant);
 		for (i = 0; i < nteardown; i++)
