@@ -5,10 +5,10 @@
 -- are in test/t/007_outbox.pl and test/t/008_outbox_crash.pl.
 --
 
--- wait_outbox_empty(): polls until dtx.outbox holds no routed message (10 s at most)
+-- wait_outbox_empty(): polls until dtx.outbox holds no routed message (60 s at most)
 CREATE FUNCTION wait_outbox_empty() RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
-  FOR i IN 1..1000 LOOP
+  FOR i IN 1..6000 LOOP
     IF NOT EXISTS (SELECT FROM dtx.outbox WHERE sink_id <> 0) THEN
       RETURN 'empty';
     END IF;
