@@ -442,7 +442,8 @@ REVOKE ALL ON dtx.outbox FROM PUBLIC;
 -- sink, one descent of outbox_key_idx (src/outbox.c).  It reads the table
 -- without a permission check, so it is not for PUBLIC.
 CREATE FUNCTION dtx._outbox_key_head(sink_id int, key text) RETURNS bigint
-AS 'MODULE_PATHNAME', 'dtx_outbox_key_head' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'dtx_outbox_key_head' LANGUAGE C STABLE STRICT PARALLEL SAFE
+COST 100;	-- an index descent: the claim's cheaper conditions go first
 REVOKE ALL ON FUNCTION dtx._outbox_key_head(int, text) FROM PUBLIC;
 -- ... and whether a message is in the sink's batch on the wire (the
 -- dispatcher's own memory; false in any other process)

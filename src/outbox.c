@@ -470,8 +470,8 @@ static uint64 round_no = 0;
 #define CLAIM_WHERE \
 	" FROM dtx.outbox o" \
 	" WHERE o.sink_id = $1 AND o.next_attempt_at <= now() AND (o.crashes > 0) = $3" \
-	"   AND (o.key IS NULL OR o.message_id = dtx._outbox_key_head($1, o.key))" \
 	"   AND NOT dtx._outbox_on_the_wire($1, o.message_id)" \
+	"   AND (o.key IS NULL OR o.message_id = dtx._outbox_key_head($1, o.key))" \
 	" ORDER BY o.message_id LIMIT $2 FOR UPDATE OF o SKIP LOCKED"
 
 static const char *claim_rows_sql =
