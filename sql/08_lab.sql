@@ -16,30 +16,11 @@ SELECT step, session, outcome, result, sqlstate FROM dtx.lab_write_skew('read co
 
 -- lab_run: a schedule that blocks; the blocked step completes when T1
 -- commits, and the report says so (after_step 5)
-SELECT * FROM dtx.lab_run($$ {
-  "setup": ["create table account (id int primary key, balance int)",
-            "insert into account values (1, 100)"],
-  "steps": [["T1", "begin"],
-            ["T2", "begin"],
-            ["T1", "update account set balance = balance - 30 where id = 1"],
-            ["T2", "update account set balance = balance - 50 where id = 1"],
-            ["T1", "commit"],
-            ["T2", "commit"]],
-  "invariant": "(select balance from account where id = 1) = 20"
-} $$, 'read committed');
+\set withdrawals '{"setup": ["create table account (id int primary key, balance int)", "insert into account values (1, 100)"], "steps": [["T1", "begin"], ["T2", "begin"], ["T1", "update account set balance = balance - 30 where id = 1"], ["T2", "update account set balance = balance - 50 where id = 1"], ["T1", "commit"], ["T2", "commit"]], "invariant": "(select balance from account where id = 1) = 20"}'
+SELECT * FROM dtx.lab_run(:'withdrawals', 'read committed');
 -- the same at repeatable read: T2's update fails once T1 commits, so the
 -- invariant "both withdrawals applied" does not hold (T2 must retry)
-SELECT step, session, outcome, result, sqlstate, message, after_step FROM dtx.lab_run($$ {
-  "setup": ["create table account (id int primary key, balance int)",
-            "insert into account values (1, 100)"],
-  "steps": [["T1", "begin"],
-            ["T2", "begin"],
-            ["T1", "update account set balance = balance - 30 where id = 1"],
-            ["T2", "update account set balance = balance - 50 where id = 1"],
-            ["T1", "commit"],
-            ["T2", "commit"]],
-  "invariant": "(select balance from account where id = 1) = 20"
-} $$, 'repeatable read');
+SELECT step, session, outcome, result, sqlstate, message, after_step FROM dtx.lab_run(:'withdrawals', 'repeatable read');
 
 -- steps for a session that is still blocked wait their turn, as a real
 -- client would; object steps and explicit sessions work too
