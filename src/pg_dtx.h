@@ -28,6 +28,13 @@
 #define ERRCODE_DTX_LEASE_NOT_HELD				MAKE_SQLSTATE('D','X','0','1','1')
 #define ERRCODE_DTX_FENCING_TOKEN_REQUIRED		MAKE_SQLSTATE('D','X','0','1','2')
 
+/*
+ * The search_path of everything pg_dtx runs with privileges (the workers,
+ * SECURITY DEFINER functions): PostgreSQL's own safe path, so that no
+ * schema a user can create objects in takes part in name resolution.
+ */
+#define DTX_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
 /* Settings (defined in pg_dtx.c) */
 extern int	dtx_connect_timeout;	/* seconds */
 extern int	dtx_cancel_timeout;		/* milliseconds */

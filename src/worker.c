@@ -48,6 +48,7 @@
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -143,6 +144,19 @@ worker_start(Oid dboid, const char *appname)
 		BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	else
 		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	/*
+	 * The worker runs as the bootstrap superuser in a database whose owner
+	 * may have set search_path (ALTER DATABASE ... SET search_path), which
+	 * was applied while connecting.  Nothing a database owner controls may
+	 * decide which function or operator a superuser process calls: override
+	 * it, for the life of the process, with the path PostgreSQL's own
+	 * maintenance commands use.  PGC_S_OVERRIDE outranks the database's and
+	 * the configuration file's settings, also after a reload.  (Every SQL
+	 * string the worker runs is schema-qualified as well.)
+	 */
+	SetConfigOption("search_path", DTX_SAFE_SEARCH_PATH, PGC_SUSET,
+					PGC_S_OVERRIDE);
 	pgstat_report_appname(appname);
 }
 
