@@ -153,10 +153,13 @@ worker_start(Oid dboid, const char *appname)
 	 * it, for the life of the process, with the path PostgreSQL's own
 	 * maintenance commands use.  PGC_S_OVERRIDE outranks the database's and
 	 * the configuration file's settings, also after a reload.  (Every SQL
-	 * string the worker runs is schema-qualified as well.)
+	 * string the worker runs is schema-qualified as well.)  Likewise the
+	 * worker stays the role it connected as: ALTER DATABASE ... SET role
+	 * does not make it act as another role.
 	 */
 	SetConfigOption("search_path", DTX_SAFE_SEARCH_PATH, PGC_SUSET,
 					PGC_S_OVERRIDE);
+	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname(appname);
 }
 

@@ -8,7 +8,7 @@
 # types, each of which logs "PWNED" and tries ALTER ROLE app SUPERUSER when
 # a superuser calls it from a pg_dtx worker or through a SECURITY DEFINER
 # function; then sets ALTER DATABASE appdb SET search_path = evil,
-# pg_catalog, public and restarts the server, so the per-database worker
+# pg_catalog, public (and role = app) and restarts the server, so the per-database worker
 # starts under that setting.  Then the worker delivers the outbox (postgres
 # and notify sinks, retries, dead letters, the inbox), recovers an in-doubt
 # transaction, and app calls every pg_dtx function it may (the SECURITY
@@ -33,7 +33,7 @@ $target->safe_psql('postgres', q{
 	INSERT INTO public.accounts VALUES (1, 0);
 });
 
-my $safe = "SET search_path = pg_catalog, public;\n";
+my $safe = "SET search_path = pg_catalog, public; SET ROLE NONE;\n";
 sub su { return $coord->safe_psql('appdb', $safe . $_[0]); }
 # app's own sessions: connected as app (session_user app), so a SECURITY
 # DEFINER function that ran a shadow would be caught
@@ -195,6 +195,8 @@ cmp_ok($nop, '>', 500, 'most pg_catalog operators are shadowed');
 cmp_ok($nagg, '>', 50, 'the one-argument aggregates are shadowed');
 
 as_app('ALTER DATABASE appdb SET search_path = evil, pg_catalog, public');
+# and the database's sessions (the worker's too) would become app
+as_app('ALTER DATABASE appdb SET role = app');
 
 # the shadows are live for everyone who connects to appdb
 is(as_app('SELECT now() IS NULL, 1::int8 = 1::int8'), 't|',
@@ -206,7 +208,7 @@ $coord->restart;
 my $log_offset = -s $coord->logfile;
 
 # control: a superuser session that calls now() under this path is caught
-$coord->safe_psql('appdb', q{BEGIN; SET LOCAL application_name = 'pg_dtx control'; SELECT now(); ROLLBACK;});
+$coord->safe_psql('appdb', q{BEGIN; SET ROLE NONE; SET LOCAL application_name = 'pg_dtx control'; SELECT now(); ROLLBACK;});
 like(slurp_file($coord->logfile, $log_offset), qr/PWNED by now\(\).*"pg_dtx control"/,
 	'control: a superuser calling now() under the poisoned path is detected');
 $log_offset = -s $coord->logfile;
