@@ -36,6 +36,7 @@ void		_PG_init(void);
 /* Settings */
 int			dtx_connect_timeout = 10;
 int			dtx_cancel_timeout = 5000;
+int			dtx_remote_timeout = 30000;
 int			dtx_recovery_interval = 10;
 
 ErrorData *
@@ -131,6 +132,14 @@ _PG_init(void)
 							"After that the connection is closed, which rolls the remote transaction back.",
 							&dtx_cancel_timeout,
 							5000, 100, 600000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dtx.remote_timeout",
+							"Time allowed to a participant to answer each command of the background worker, dtx.in_doubt, dtx.recover, dtx.probe and the xa_* functions.",
+							"A participant that does not answer in time is reported as that participant's error and its connection is closed; the others proceed. 0 waits without limit (statement_timeout and cancels still apply in a backend).",
+							&dtx_remote_timeout,
+							30000, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

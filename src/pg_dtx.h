@@ -31,6 +31,7 @@
 /* Settings (defined in pg_dtx.c) */
 extern int	dtx_connect_timeout;	/* seconds */
 extern int	dtx_cancel_timeout;		/* milliseconds */
+extern int	dtx_remote_timeout;		/* milliseconds, 0 = none */
 extern int	dtx_recovery_interval;	/* seconds */
 
 /*
