@@ -710,19 +710,28 @@ coord_probe_call(void *arg)
 /*
  * coord_probe_one connects to one server on a fresh connection (not the
  * cached one, so no transaction is touched) and reads its
- * max_prepared_transactions and version.  Errors are caught and returned
- * as text.
+ * max_prepared_transactions and version, each step bounded by
+ * dtx.connect_timeout and dtx.remote_timeout.  Errors are caught and
+ * returned as text, except this backend's own cancel and statement_timeout
+ * (dtx_try re-throws them); the connection is closed on every path.
  */
 static void
 coord_probe_one(ForeignServer *server, Datum *values, bool *nulls)
 {
 	CoordProbe	probe = {server, values, nulls};
-	ErrorData  *edata;
+	ErrorData  *volatile edata = NULL;
 
 	memset(&probe.tmp, 0, sizeof(probe.tmp));
 	strlcpy(probe.tmp.servername, server->servername, NAMEDATALEN);
-	edata = dtx_try(coord_probe_call, &probe);
-	dtx_conn_disconnect(&probe.tmp);
+	PG_TRY();
+	{
+		edata = dtx_try(coord_probe_call, &probe);
+	}
+	PG_FINALLY();
+	{
+		dtx_conn_disconnect(&probe.tmp);
+	}
+	PG_END_TRY();
 	if (edata == NULL)
 		return;
 	values[1] = BoolGetDatum(false);

@@ -39,6 +39,14 @@ int			dtx_cancel_timeout = 5000;
 int			dtx_remote_timeout = 30000;
 int			dtx_recovery_interval = 10;
 
+/*
+ * dtx_try: see pg_dtx.h.  An error raised by ProcessInterrupts (its
+ * funcname tells it from a participant's own 57014, which
+ * dtx_report_remote_error raises) is re-thrown with ReThrowError once the
+ * subtransaction is rolled back, so pg_cancel_backend and statement_timeout
+ * end dtx.probe, dtx.in_doubt and dtx.recover instead of being recorded as
+ * one participant's error.  Termination is FATAL and never gets here.
+ */
 ErrorData *
 dtx_try(DtxTryFn fn, void *arg)
 {
@@ -63,6 +71,9 @@ dtx_try(DtxTryFn fn, void *arg)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+		if (edata->funcname != NULL &&
+			strcmp(edata->funcname, "ProcessInterrupts") == 0)
+			ReThrowError(edata);
 	}
 	PG_END_TRY();
 	return edata;
