@@ -746,7 +746,10 @@ coord_probe_one(ForeignServer *server, Datum *values, bool *nulls)
  * dtx.probe(server name default null) returns table (server, reachable,
  * max_prepared_transactions, server_version, error): connects to each
  * participant (or the one named) as the current user and reports whether
- * it answers and whether it can take part in two-phase commit.
+ * it answers and whether it can take part in two-phase commit.  Like
+ * dtx.exec, it needs USAGE on the server: a named server without it is an
+ * ERROR (42501), and the list of every participant leaves out the servers
+ * the caller has no USAGE on.
  */
 Datum
 dtx_probe(PG_FUNCTION_ARGS)
@@ -758,7 +761,15 @@ dtx_probe(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	if (!PG_ARGISNULL(0))
-		servers = list_make1(GetForeignServerByName(NameStr(*PG_GETARG_NAME(0)), false));
+	{
+		ForeignServer *server = GetForeignServerByName(NameStr(*PG_GETARG_NAME(0)), false);
+		AclResult	aclresult = pg_foreign_server_aclcheck(server->serverid,
+														   GetUserId(), ACL_USAGE);
+
+		if (aclresult != ACLCHECK_OK)
+			aclcheck_error(aclresult, OBJECT_FOREIGN_SERVER, server->servername);
+		servers = list_make1(server);
+	}
 	else
 	{
 		Relation	rel = table_open(ForeignServerRelationId, AccessShareLock);
@@ -770,8 +781,10 @@ dtx_probe(PG_FUNCTION_ARGS)
 			Form_pg_foreign_server form = (Form_pg_foreign_server) GETSTRUCT(tup);
 			ForeignDataWrapper *fdw = GetForeignDataWrapper(form->srvfdw);
 
-			if (strcmp(fdw->fdwname, "pg_dtx") == 0 ||
-				strcmp(fdw->fdwname, "postgres_fdw") == 0)
+			if ((strcmp(fdw->fdwname, "pg_dtx") == 0 ||
+				 strcmp(fdw->fdwname, "postgres_fdw") == 0) &&
+				pg_foreign_server_aclcheck(form->oid, GetUserId(),
+										   ACL_USAGE) == ACLCHECK_OK)
 				servers = lappend(servers, GetForeignServer(form->oid));
 		}
 		table_endscan(scan);
