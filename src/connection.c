@@ -293,6 +293,8 @@ dtx_conn_disconnect(DtxConn *c)
 	c->in_flight = false;
 	c->detached = false;
 	c->invalidated = false;
+	c->copy_refused = false;	/* dtx_conn_next_result sets them after */
+	c->timed_out = false;
 	c->remote_pid = 0;
 }
 
