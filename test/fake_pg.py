@@ -26,7 +26,10 @@ connection closed (as PostgreSQL does).  Then, by MODE:
 In the first three modes, pg_dtx's session set-up (the query that starts
 with "SET datestyle = ISO") is answered like PostgreSQL would (three SET,
 then one row "10" for max_prepared_transactions), so that a cached
-connection gets as far as the user's SQL.  With --log FILE one line per
+connection gets as far as the user's SQL; in the COPY modes any other
+simple query that starts with "SET " is answered too (an outbox sink's
+"SET synchronous_commit = on"), so that a sink's INSERT (extended protocol:
+answered at its Sync) is what gets the COPY response.  With --log FILE one line per
 event ("connect", "cancel", "query <text>", "close") is appended to FILE.
 """
 
@@ -136,6 +139,8 @@ def serve(conn, mode):
             log('query ' + text)
             if text.startswith('SET datestyle = ISO'):
                 conn.sendall(setup_answer())
+            elif text.startswith('SET ') and mode != 'silent':
+                conn.sendall(msg(b'C', cstr('SET')) + ready())
             elif mode == 'copy-out':
                 conn.sendall(copy_response(b'H'))
             elif mode == 'copy-in':

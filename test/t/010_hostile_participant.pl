@@ -251,8 +251,13 @@ $coord->safe_psql('postgres', q{ALTER SYSTEM SET dtx.recovery_interval = '1s'; S
 ok($pa->poll_query_until('postgres', 'SELECT count(*) = 0 FROM pg_prepared_xacts'),
 	'worker: the in-doubt transaction on pa was resolved');
 is($pa->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 100'), '1', 'worker: ... by committing it');
-like(fake_log('copy-out'), qr/query .*pg_prepared_xacts/, 'worker: recovery met the COPY OUT server');
-like(fake_log('silent'), qr/query .*pg_prepared_xacts/, 'worker: recovery met the silent server');
+# (the hostile servers come first in the catalog, so this is immediate)
+foreach my $mode ('copy-out', 'silent')
+{
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+	sleep 1 while fake_log($mode) !~ /query .*pg_prepared_xacts/ && time < $deadline;
+	like(fake_log($mode), qr/query .*pg_prepared_xacts/, "worker: recovery met the $mode server");
+}
 
 # keeps working: another message, another in-doubt transaction
 $coord->safe_psql('postgres', q{SELECT dtx.outbox_send('ev.two', '{"n": 2}')});
@@ -268,6 +273,21 @@ ok($pa->poll_query_until('postgres', 'SELECT count(*) = 1 FROM t WHERE id = 101'
 is($coord->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_dtx worker' AND datname = 'postgres'}),
 	$worker_pid, 'worker: the same process did it all (no restart)');
+
+# a postgres sink on the COPY OUT server: the sink's error (its connection
+# closed), while the sink on pa keeps delivering
+$coord->safe_psql('postgres', q{
+	SELECT dtx.sink_create('hostile', 'postgres', '{"server": "f_copyout", "table": "events"}');
+	SELECT dtx.route_create('hx.*', 'hostile');
+	SELECT dtx.outbox_send('hx.one', '{"n": 1}')});
+ok($coord->poll_query_until('postgres',
+	q{SELECT count(*) = 1 FROM dtx.outbox WHERE topic = 'hx.one' AND last_error LIKE '%"f_copyout" answered with COPY%'}),
+	'outbox: a postgres sink whose INSERT is answered with COPY gets that error');
+$coord->safe_psql('postgres', q{SELECT dtx.outbox_send('ev.three', '{"n": 3}')});
+ok($pa->poll_query_until('postgres', 'SELECT count(*) = 3 FROM events'), 'outbox: the other sink still delivers');
+is($coord->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_dtx worker' AND datname = 'postgres'}),
+	$worker_pid, 'outbox: still the same worker process');
 
 # not spinning: over 3 s the worker used well under one core
 sub cpu_ticks
