@@ -39,6 +39,9 @@ foreach my $mode ('copy-out', 'copy-in', 'silent', 'silent-after-auth')
 	close($pf);
 }
 
+# the fake servers go when the test ends, however it ends
+END { local $?; $_->kill_kill foreach @fakes; }
+
 sub fake_log
 {
 	my ($mode) = @_;
@@ -311,5 +314,4 @@ ok(!$timed_out, 'dtx.in_doubt returns while the worker runs');
 unlike(slurp_file($coord->logfile), qr/terminated by signal|was terminated by/,
 	'no backend crash on the coordinator');
 
-$_->kill_kill foreach @fakes;
 done_testing();
