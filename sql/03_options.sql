@@ -49,6 +49,10 @@ SET ROLE regress_dtx_user;
 SELECT expect_error($$SELECT dtx.exec('loop_a', 'SELECT 1')$$);
 -- no USAGE on the server
 SELECT expect_error($$SELECT dtx.exec('loop_b', 'SELECT 1')$$);
+-- dtx.probe needs USAGE too, and dtx.probe() lists only the servers the
+-- role may use
+SELECT expect_error($$SELECT * FROM dtx.probe('loop_b')$$);
+SELECT server FROM dtx.probe() ORDER BY server;
 RESET ROLE;
 -- a superuser may allow it explicitly
 ALTER USER MAPPING FOR regress_dtx_user SERVER loop_a OPTIONS (ADD password_required 'false');

@@ -35,6 +35,7 @@
 #include "catalog/pg_user_mapping.h"
 #include "commands/defrem.h"
 #include "funcapi.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -61,7 +62,8 @@
 static HTAB *dtx_conns = NULL;
 
 static void dtx_conn_inval_callback(Datum arg, int cacheid, uint32 hashvalue);
-static PGconn *dtx_connect(ForeignServer *server, UserMapping *user);
+static PGconn *dtx_connect(ForeignServer *server, UserMapping *user,
+						   int *timeout_s);
 
 /*
  * dtx_conn_hash returns the cache, creating it (and registering the
@@ -162,6 +164,7 @@ dtx_conn_get(ForeignServer *server, UserMapping *user)
 	DtxConnKey	key;
 	DtxConn    *c;
 	bool		found;
+	int			timeout_s;
 
 	key.serverid = server->serverid;
 	key.userid = user->userid;
@@ -216,39 +219,62 @@ dtx_conn_get(ForeignServer *server, UserMapping *user)
 		c->prepared = false;
 		c->gid[0] = '\0';
 		c->max_prepared_xacts = -1;
+		c->copy_refused = false;
+		c->timed_out = false;
 		c->server_hashvalue =
 			GetSysCacheHashValue1(FOREIGNSERVEROID,
 								  ObjectIdGetDatum(server->serverid));
 		c->mapping_hashvalue =
 			GetSysCacheHashValue1(USERMAPPINGOID,
 								  ObjectIdGetDatum(user->umid));
-		c->conn = dtx_connect(server, user);
+		c->conn = dtx_connect(server, user, &timeout_s);
 		c->remote_pid = PQbackendPID(c->conn);
 		{
 			PGresult   *res;
 
+			/* setting up the session is part of connecting: same deadline */
+			c->timeout_ms = timeout_s * 1000;
+			c->timeout_setting = "dtx.connect_timeout";
 			res = dtx_conn_exec(c, DTX_SESSION_SETUP_SQL "; "
 								"SELECT current_setting('max_prepared_transactions')");
-			if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+			if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
+				PQnfields(res) != 1)
 				dtx_report_remote_error(ERROR, c, res, DTX_SESSION_SETUP_SQL);
 			c->max_prepared_xacts = atoi(PQgetvalue(res, 0, 0));
 			PQclear(res);
 		}
 	}
+
+	/*
+	 * The background worker's commands must end by dtx.remote_timeout, so a
+	 * participant that stops answering cannot stall recovery and the outbox;
+	 * a backend's end with statement_timeout and cancels.
+	 */
+	c->timeout_ms = IsBackgroundWorker ? dtx_remote_timeout : 0;
+	c->timeout_setting = "dtx.remote_timeout";
 	return c;
 }
 
 /*
- * dtx_conn_open_temp opens a connection that is not cached (for probes);
- * the caller closes it with dtx_conn_disconnect, also on ERROR.
+ * dtx_conn_open_temp opens a connection that is not cached (for probes,
+ * recovery and the xa_* functions); the caller closes it with
+ * dtx_conn_disconnect, also on ERROR.  Each command on it must be answered
+ * within dtx.remote_timeout (these are admin calls, often made by the
+ * background worker, that one silent participant must not stall).
  */
 void
 dtx_conn_open_temp(DtxConn *c, ForeignServer *server, UserMapping *user)
 {
+	int			timeout_s;
+
 	c->key.serverid = server->serverid;
 	c->key.userid = user->userid;
 	strlcpy(c->servername, server->servername, NAMEDATALEN);
-	c->conn = dtx_connect(server, user);
+	c->copy_refused = false;
+	c->timed_out = false;
+	c->timeout_ms = dtx_remote_timeout;
+	c->timeout_setting = "dtx.remote_timeout";
+	c->conn = dtx_connect(server, user, &timeout_s);
 	c->remote_pid = PQbackendPID(c->conn);
 }
 
@@ -267,6 +293,8 @@ dtx_conn_disconnect(DtxConn *c)
 	c->in_flight = false;
 	c->detached = false;
 	c->invalidated = false;
+	c->copy_refused = false;	/* dtx_conn_next_result sets them after */
+	c->timed_out = false;
 	c->remote_pid = 0;
 }
 
@@ -312,7 +340,7 @@ dtx_wait_socket(pgsocket sock, int events, TimestampTz deadline)
 static void
 dtx_connect_failed(PGconn *conn, ForeignServer *server, const char *why)
 {
-	char	   *msg = pchomp(why ? why : (conn ? PQerrorMessage(conn) : "out of memory"));
+	char	   *msg = dtx_remote_text(pchomp(why ? why : (conn ? PQerrorMessage(conn) : "out of memory")));
 
 	if (conn)
 		PQfinish(conn);
@@ -335,7 +363,7 @@ dtx_connect_failed(PGconn *conn, ForeignServer *server, const char *why)
  * peer authentication.
  */
 static PGconn *
-dtx_connect(ForeignServer *server, UserMapping *user)
+dtx_connect(ForeignServer *server, UserMapping *user, int *timeout_out)
 {
 	int			max = dtx_max_conn_params(server, user) + 4;
 	const char **keywords = palloc(sizeof(char *) * (max + 1));
@@ -372,6 +400,7 @@ dtx_connect(ForeignServer *server, UserMapping *user)
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 										   timeout_s * 1000);
+	*timeout_out = timeout_s;
 
 	PG_TRY();
 	{
@@ -448,6 +477,18 @@ dtx_connect(ForeignServer *server, UserMapping *user)
 }
 
 /*
+ * dtx_conn_start_deadline sets the deadline of the command about to be
+ * sent on c: now + c->timeout_ms, or none.
+ */
+static void
+dtx_conn_start_deadline(DtxConn *c)
+{
+	c->deadline = c->timeout_ms > 0
+		? TimestampTzPlusMilliseconds(GetCurrentTimestamp(), c->timeout_ms)
+		: 0;
+}
+
+/*
  * dtx_conn_send sends a query (simple protocol: several statements are
  * allowed) without waiting for its results.  The connection is in_flight
  * until dtx_conn_get_result returns NULL.  ERRORs with DX001 if the
@@ -461,6 +502,7 @@ dtx_conn_send(DtxConn *c, const char *sql)
 				(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
 				 errmsg("lost connection to participant \"%s\"", c->servername)));
 	c->in_flight = true;
+	dtx_conn_start_deadline(c);
 	if (!PQsendQuery(c->conn, sql))
 		dtx_report_remote_error(ERROR, c, NULL, sql);
 }
@@ -478,6 +520,7 @@ dtx_conn_send_params(DtxConn *c, const char *sql, int nparams,
 				(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
 				 errmsg("lost connection to participant \"%s\"", c->servername)));
 	c->in_flight = true;
+	dtx_conn_start_deadline(c);
 	if (!PQsendQueryParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0))
 		dtx_report_remote_error(ERROR, c, NULL, sql);
 }
@@ -570,21 +613,80 @@ dtx_conn_wait(DtxConn **conns, int n, TimestampTz deadline)
 }
 
 /*
- * dtx_conn_get_result waits (interruptibly, no deadline) for the next
- * result of the command in flight and returns it; NULL once all are read,
- * which also ends in_flight.  The caller owns (PQclears) the result.
+ * dtx_conn_next_result is the one way pg_dtx reads a result: every result
+ * loop calls it instead of PQgetResult.  It waits (dtx_conn_wait:
+ * interruptible unless interrupts are held) until the next result of the
+ * command in flight is ready, or the deadline (0: none), and returns it;
+ * the caller PQclears it.  NULL means one of:
+ *	- the results are all read (c->conn is still set, in_flight ends);
+ *	- the participant did not answer by the deadline: the connection is
+ *	  closed and c->timed_out set;
+ *	- the participant answered with COPY: the connection is closed and
+ *	  c->copy_refused set.  pg_dtx sends no COPY data and reads none, and
+ *	  in a COPY state PQgetResult would return a COPY result forever and
+ *	  never NULL; closing is the only way out, and the participant rolls
+ *	  the COPY and its transaction back.
+ * So callers tell the end from a loss by c->conn == NULL.  ERRORs only on
+ * interrupts, and never while it holds a result.
+ */
+PGresult *
+dtx_conn_next_result(DtxConn *c, TimestampTz deadline)
+{
+	PGresult   *res;
+
+	CHECK_FOR_INTERRUPTS();
+	if (c->conn == NULL)
+		return NULL;
+	if (!dtx_conn_wait(&c, 1, deadline))
+	{
+		dtx_conn_disconnect(c);
+		c->timed_out = true;
+		return NULL;
+	}
+	res = PQgetResult(c->conn);
+	if (res == NULL)
+	{
+		c->in_flight = false;
+		return NULL;
+	}
+	switch (PQresultStatus(res))
+	{
+		case PGRES_COPY_IN:
+		case PGRES_COPY_OUT:
+		case PGRES_COPY_BOTH:
+			PQclear(res);
+			dtx_conn_disconnect(c);
+			c->copy_refused = true;
+			return NULL;
+		default:
+			return res;
+	}
+}
+
+/*
+ * dtx_conn_get_result returns the next result of the command in flight
+ * (dtx_conn_next_result with the command's deadline, see
+ * dtx_conn_start_deadline); NULL once all are read, or when the connection
+ * was closed because the participant answered with COPY (c->conn == NULL,
+ * c->copy_refused: the caller reports it).  A participant that does not
+ * answer by the deadline is an ERROR (DX001), the connection closed.
+ * Interruptible.  The caller owns (PQclears) the result.
  */
 PGresult *
 dtx_conn_get_result(DtxConn *c)
 {
-	PGresult   *res;
+	PGresult   *res = dtx_conn_next_result(c, c->deadline);
 
-	if (c->conn == NULL)
-		return NULL;
-	(void) dtx_conn_wait(&c, 1, 0);
-	res = PQgetResult(c->conn);
-	if (res == NULL)
-		c->in_flight = false;
+	if (res == NULL && c->conn == NULL && c->timed_out)
+	{
+		c->state_unknown = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
+				 errmsg("participant \"%s\" did not answer within %d ms",
+						c->servername, c->timeout_ms),
+				 errdetail("The connection was closed."),
+				 errhint("The limit is %s.", c->timeout_setting)));
+	}
 	return res;
 }
 
@@ -680,14 +782,9 @@ dtx_conn_drain(DtxConn *c, TimestampTz deadline)
 
 		if (c->conn == NULL || PQstatus(c->conn) != CONNECTION_OK)
 			return false;
-		if (!dtx_conn_wait(&c, 1, deadline))
-			return false;
-		res = PQgetResult(c->conn);
+		res = dtx_conn_next_result(c, deadline);
 		if (res == NULL)
-		{
-			c->in_flight = false;
-			return PQstatus(c->conn) == CONNECTION_OK;
-		}
+			return c->conn != NULL && PQstatus(c->conn) == CONNECTION_OK;
 		PQclear(res);
 	}
 }
@@ -756,14 +853,10 @@ dtx_conn_exec_quietly(DtxConn *c, const char *sql, TimestampTz deadline)
 	}
 	for (;;)
 	{
-		PGresult   *res;
+		PGresult   *res = dtx_conn_next_result(c, deadline);
 
-		if (!dtx_conn_wait(&c, 1, deadline))
-		{
-			dtx_conn_disconnect(c);
-			return false;
-		}
-		res = PQgetResult(c->conn);
+		if (res == NULL && c->conn == NULL)
+			return false;		/* no answer in time, or COPY: closed */
 		if (res == NULL)
 			break;
 		if (PQresultStatus(res) != PGRES_COMMAND_OK)
@@ -802,7 +895,7 @@ dtx_report_remote_error(int elevel, DtxConn *c, PGresult *res, const char *sql)
 
 #define COPY_FIELD(var, field) \
 	do { const char *v_ = res ? PQresultErrorField(res, field) : NULL; \
-		 var = v_ ? pstrdup(v_) : NULL; } while (0)
+		 var = v_ ? dtx_remote_text(v_) : NULL; } while (0)
 
 	COPY_FIELD(sqlstate, PG_DIAG_SQLSTATE);
 	COPY_FIELD(primary, PG_DIAG_MESSAGE_PRIMARY);
@@ -827,8 +920,12 @@ dtx_report_remote_error(int elevel, DtxConn *c, PGresult *res, const char *sql)
 		 */
 		const char *why = primary;
 
+		if (c->conn == NULL && c->copy_refused)
+			why = "It answered with COPY, which pg_dtx does not support; the connection was closed.";
+		else if (c->conn == NULL && c->timed_out)
+			why = "It did not answer in time; the connection was closed.";
 		if (why == NULL && c->conn != NULL && *PQerrorMessage(c->conn))
-			why = pchomp(PQerrorMessage(c->conn));
+			why = dtx_remote_text(pchomp(PQerrorMessage(c->conn)));
 		c->state_unknown = true;
 		ereport(elevel,
 				(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
@@ -841,7 +938,7 @@ dtx_report_remote_error(int elevel, DtxConn *c, PGresult *res, const char *sql)
 	{
 		const char *connmsg = PQerrorMessage(c->conn);
 
-		primary = *connmsg ? pchomp(connmsg) : pstrdup("unknown error");
+		primary = *connmsg ? dtx_remote_text(pchomp(connmsg)) : pstrdup("unknown error");
 	}
 
 	ereport(elevel,
@@ -852,6 +949,85 @@ dtx_report_remote_error(int elevel, DtxConn *c, PGresult *res, const char *sql)
 			 context ? errcontext("%s", context) : 0,
 			 errcontext("participant \"%s\"", c->servername),
 			 sql ? errcontext("remote SQL command: %s", sql) : 0));
+}
+
+/*
+ * dtx_remote_text returns a palloc'd copy of s, text that a participant
+ * sent (an error message, a field of one), fit to be shown: every byte that
+ * is not part of a valid character of the database encoding, and every
+ * ASCII control character but newline and tab, is written as \xNN.  So a
+ * participant can neither put invalidly encoded text into our messages
+ * (which would then fail to convert to the client's encoding) nor raw
+ * control or protocol bytes into a terminal or a log.  Never ERRORs but
+ * for out of memory.
+ */
+char *
+dtx_remote_text(const char *s)
+{
+	StringInfoData buf;
+	int			enc = GetDatabaseEncoding();
+	const unsigned char *p = (const unsigned char *) s;
+	int			len = strlen(s);
+
+	initStringInfo(&buf);
+	while (len > 0)
+	{
+		int			l;
+
+		if (*p < 0x80)
+		{
+			if ((*p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7f)
+				appendStringInfo(&buf, "\\x%02x", *p);
+			else
+				appendStringInfoChar(&buf, (char) *p);
+			p++;
+			len--;
+			continue;
+		}
+		l = pg_encoding_verifymbchar(enc, (const char *) p, len);
+		if (l <= 0)
+		{
+			appendStringInfo(&buf, "\\x%02x", *p);
+			p++;
+			len--;
+			continue;
+		}
+		appendBinaryStringInfo(&buf, (const char *) p, l);
+		p += l;
+		len -= l;
+	}
+	return buf.data;
+}
+
+/*
+ * dtx_check_client_encoding ERRORs (0A000) if the participant's
+ * client_encoding is no longer the database encoding pg_dtx connected with
+ * (user SQL ran SET client_encoding, set_config, ...): text would then come
+ * back in another encoding and enter tables invalidly encoded.  The change
+ * is transactional on the participant, so the rollback (of the remote
+ * transaction or savepoint) that follows the ERROR undoes it; the
+ * connection is marked invalidated all the same, so it is closed and
+ * reopened once no transaction uses it.
+ */
+void
+dtx_check_client_encoding(DtxConn *c)
+{
+	int			enc;
+
+	if (c->conn == NULL || PQstatus(c->conn) != CONNECTION_OK)
+		return;
+	enc = PQclientEncoding(c->conn);
+	if (enc == GetDatabaseEncoding())
+		return;
+	c->invalidated = true;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("changing client_encoding is not supported on pg_dtx connections"),
+			 errdetail("Participant \"%s\" now sends text in encoding \"%s\"; pg_dtx connections use the database encoding \"%s\".",
+					   c->servername,
+					   PG_VALID_ENCODING(enc) ? pg_encoding_to_char(enc) : "unknown",
+					   GetDatabaseEncodingName()),
+			 errhint("Remove the change of client_encoding from the SQL: the participant converts text to this database's encoding.")));
 }
 
 /*
@@ -881,7 +1057,7 @@ dtx_conn_run_quietly_all(DtxConn **conns, char **sqls, int n,
 		c->in_flight = true;
 		if (!PQsendQuery(c->conn, sqls[i]))
 		{
-			out[i].message = pchomp(PQerrorMessage(c->conn));
+			out[i].message = dtx_remote_text(pchomp(PQerrorMessage(c->conn)));
 			dtx_conn_disconnect(c);
 			continue;
 		}
@@ -903,12 +1079,12 @@ dtx_conn_run_quietly_all(DtxConn **conns, char **sqls, int n,
 		if (PQstatus(c->conn) != CONNECTION_OK || PQisBusy(c->conn))
 		{
 			out[i].lost = true;
-			out[i].message = pchomp(PQerrorMessage(c->conn));
+			out[i].message = dtx_remote_text(pchomp(PQerrorMessage(c->conn)));
 			dtx_conn_disconnect(c);
 			continue;
 		}
 		out[i].ok = true;
-		while ((res = PQgetResult(c->conn)) != NULL)
+		while ((res = dtx_conn_next_result(c, deadline)) != NULL)
 		{
 			ExecStatusType st = PQresultStatus(res);
 
@@ -918,17 +1094,24 @@ dtx_conn_run_quietly_all(DtxConn **conns, char **sqls, int n,
 
 				out[i].ok = false;
 				strlcpy(out[i].sqlstate, code ? code : "", sizeof(out[i].sqlstate));
-				out[i].message = pchomp(PQresultErrorMessage(res));
+				out[i].message = dtx_remote_text(pchomp(PQresultErrorMessage(res)));
 			}
 			PQclear(res);
-			if (PQisBusy(c->conn))
-				break;			/* cannot happen: the wait above saw it idle */
 		}
-		c->in_flight = PQisBusy(c->conn);
-		if (PQstatus(c->conn) != CONNECTION_OK || c->in_flight)
+		if (c->conn == NULL)
+		{
+			/* closed by dtx_conn_next_result */
+			out[i].message = pstrdup(c->copy_refused
+									 ? "the participant answered with COPY; the connection was closed"
+									 : "no answer in time; the connection was closed");
+			out[i].ok = false;
+			out[i].lost = true;
+			continue;
+		}
+		if (PQstatus(c->conn) != CONNECTION_OK)
 		{
 			if (out[i].ok || out[i].message == NULL)
-				out[i].message = pchomp(PQerrorMessage(c->conn));
+				out[i].message = dtx_remote_text(pchomp(PQerrorMessage(c->conn)));
 			out[i].ok = false;
 			out[i].lost = true;
 			dtx_conn_disconnect(c);
@@ -970,22 +1153,14 @@ dtx_conn_reap_detached(DtxConn *c)
 {
 	PGresult   *res;
 	bool		failed = false;
+	TimestampTz deadline;
 
 	c->detached = false;
 	if (c->conn == NULL)
 		return;
 	c->in_flight = true;
-	if (!dtx_conn_wait(&c, 1, dtx_cleanup_deadline()))
-	{
-		ereport(WARNING,
-				(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
-				 errmsg("participant \"%s\" did not answer \"%s\"", c->servername, c->detached_sql),
-				 errdetail("It is left to recovery.")));
-		dtx_count(DTX_COUNT_PHASE2_FAILURES);
-		dtx_conn_disconnect(c);
-		return;
-	}
-	while ((res = PQgetResult(c->conn)) != NULL)
+	deadline = dtx_cleanup_deadline();
+	while ((res = dtx_conn_next_result(c, deadline)) != NULL)
 	{
 		const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
@@ -997,10 +1172,21 @@ dtx_conn_reap_detached(DtxConn *c)
 			ereport(WARNING,
 					(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
 					 errmsg("\"%s\" failed on participant \"%s\"", c->detached_sql, c->servername),
-					 errdetail("%s", pchomp(PQresultErrorMessage(res))),
+					 errdetail("%s", dtx_remote_text(pchomp(PQresultErrorMessage(res)))),
 					 errhint("The recovery worker will finish it.")));
 		}
 		PQclear(res);
+	}
+	if (c->conn == NULL)
+	{
+		/* closed by dtx_conn_next_result: no answer in time, or COPY */
+		ereport(WARNING,
+				(errcode(ERRCODE_DTX_PARTICIPANT_UNAVAILABLE),
+				 errmsg("participant \"%s\" did not answer \"%s\"", c->servername, c->detached_sql),
+				 errdetail("%s It is left to recovery.",
+						   c->copy_refused ? "It answered with COPY." : "No answer in time.")));
+		dtx_count(DTX_COUNT_PHASE2_FAILURES);
+		return;
 	}
 	c->in_flight = false;
 	if (PQstatus(c->conn) != CONNECTION_OK)

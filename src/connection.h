@@ -57,6 +57,14 @@ typedef struct DtxConn
 								 * transaction (an outbox sink's): the
 								 * transaction callbacks leave it alone,
 								 * even with a command in flight */
+	bool		copy_refused;	/* the participant answered with COPY: the
+								 * connection was closed */
+	bool		timed_out;		/* the participant did not answer by the
+								 * deadline: the connection was closed */
+	int			timeout_ms;		/* each command must be answered within this
+								 * (0 = no limit but interrupts) */
+	const char *timeout_setting;	/* the GUC timeout_ms comes from */
+	TimestampTz deadline;		/* of the command in flight (0 = none) */
 	uint32		server_hashvalue;
 	uint32		mapping_hashvalue;
 } DtxConn;
@@ -72,6 +80,7 @@ extern void dtx_conn_send(DtxConn *c, const char *sql);
 extern void dtx_conn_send_params(DtxConn *c, const char *sql, int nparams,
 								 const char *const *values);
 extern bool dtx_conn_wait(DtxConn **conns, int n, TimestampTz deadline);
+extern PGresult *dtx_conn_next_result(DtxConn *c, TimestampTz deadline);
 extern PGresult *dtx_conn_get_result(DtxConn *c);
 extern PGresult *dtx_conn_collect(DtxConn *c, const char *sql);
 extern PGresult *dtx_conn_exec(DtxConn *c, const char *sql);
@@ -105,5 +114,7 @@ extern void dtx_conn_run_quietly_all(DtxConn **conns, char **sqls, int n,
 /* Errors */
 extern void dtx_report_remote_error(int elevel, DtxConn *c, PGresult *res,
 									const char *sql);
+extern char *dtx_remote_text(const char *s);
+extern void dtx_check_client_encoding(DtxConn *c);
 
 #endif							/* DTX_CONNECTION_H */

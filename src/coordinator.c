@@ -30,6 +30,7 @@
 #include "foreign/foreign.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -137,6 +138,26 @@ coord_prepare_remote(DtxConn *c, int curlevel)
 }
 
 /*
+ * coord_verify_text ERRORs (22021) unless the text a participant returned
+ * for column col is valid in the database encoding (and has no NUL byte):
+ * input functions such as textin trust their input, so invalidly encoded
+ * text would otherwise enter tables.
+ */
+static void
+coord_verify_text(DtxConn *c, const char *value, int len, int col)
+{
+	if (pg_verifymbstr(value, len, true))
+		return;
+	c->invalidated = true;		/* reopened once the transaction is over */
+	ereport(ERROR,
+			(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+			 errmsg("participant \"%s\" returned text that is not valid in encoding \"%s\"",
+					c->servername, GetDatabaseEncodingName()),
+			 errdetail("Column %d of the remote result holds an invalid byte sequence.", col + 1),
+			 errhint("Do not change client_encoding on pg_dtx connections.")));
+}
+
+/*
  * coord_store_rows appends the rows of one result to dest, checking that
  * their shape matches the column definition list.
  */
@@ -164,7 +185,15 @@ coord_store_rows(CoordQueryDest *dest, PGresult *res, DtxConn *c)
 		int			i;
 
 		for (i = 0; i < nfields; i++)
-			values[i] = PQgetisnull(res, row, i) ? NULL : PQgetvalue(res, row, i);
+		{
+			if (PQgetisnull(res, row, i))
+			{
+				values[i] = NULL;
+				continue;
+			}
+			values[i] = PQgetvalue(res, row, i);
+			coord_verify_text(c, values[i], PQgetlength(res, row, i), i);
+		}
 		tuple = BuildTupleFromCStrings(dest->attinmeta, values);
 		tuplestore_puttuple(dest->tupstore, tuple);
 		heap_freetuple(tuple);
@@ -273,6 +302,28 @@ coord_run(DtxConn *c, const char *sql, CoordQueryDest *dest)
 	}
 	PG_END_TRY();
 
+	if (c->conn == NULL && c->copy_refused)
+	{
+		/*
+		 * dtx_conn_get_result closed the connection, which rolled back the
+		 * remote transaction.  If this command began it, nothing else was
+		 * lost: the connection is reopened at the next use.  Otherwise the
+		 * global transaction can only abort (DX003 at commit, even after a
+		 * rollback to a savepoint).
+		 */
+		PQclear(error);
+		if (fresh)
+			c->xact_depth = 0;
+		else
+			c->state_unknown = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("COPY is not supported by dtx.exec/dtx.query"),
+				 errdetail("Participant \"%s\" started a COPY; the connection was closed, which rolled back its remote transaction.",
+						   c->servername),
+				 errhint("Move rows with INSERT ... SELECT over dtx.query, or with dtx.exec and INSERT ... VALUES."),
+				 errcontext("remote SQL command: %s", sql)));
+	}
 	if (c->conn == NULL || PQstatus(c->conn) != CONNECTION_OK)
 	{
 		c->state_unknown = true;
@@ -282,6 +333,13 @@ coord_run(DtxConn *c, const char *sql, CoordQueryDest *dest)
 	tstatus = PQtransactionStatus(c->conn);
 	if (error != NULL)
 	{
+		/*
+		 * A client_encoding changed before the error lasts until the
+		 * rollback that follows: close the connection once the
+		 * transaction is over rather than trust it.
+		 */
+		if (PQclientEncoding(c->conn) != GetDatabaseEncoding())
+			c->invalidated = true;
 		/*
 		 * Nothing ran if the text did not parse: then a fresh remote
 		 * transaction was never started.
@@ -302,6 +360,7 @@ coord_run(DtxConn *c, const char *sql, CoordQueryDest *dest)
 				 errdetail("The remote work of this transaction may have been committed or rolled back on its own."),
 				 errhint("Do not send transaction control commands through pg_dtx: participants commit and roll back with the local transaction.")));
 	}
+	dtx_check_client_encoding(c);
 	if (full != sql)
 		pfree(full);
 	pfree(prefix);
@@ -651,19 +710,28 @@ coord_probe_call(void *arg)
 /*
  * coord_probe_one connects to one server on a fresh connection (not the
  * cached one, so no transaction is touched) and reads its
- * max_prepared_transactions and version.  Errors are caught and returned
- * as text.
+ * max_prepared_transactions and version, each step bounded by
+ * dtx.connect_timeout and dtx.remote_timeout.  Errors are caught and
+ * returned as text, except this backend's own cancel and statement_timeout
+ * (dtx_try re-throws them); the connection is closed on every path.
  */
 static void
 coord_probe_one(ForeignServer *server, Datum *values, bool *nulls)
 {
 	CoordProbe	probe = {server, values, nulls};
-	ErrorData  *edata;
+	ErrorData  *volatile edata = NULL;
 
 	memset(&probe.tmp, 0, sizeof(probe.tmp));
 	strlcpy(probe.tmp.servername, server->servername, NAMEDATALEN);
-	edata = dtx_try(coord_probe_call, &probe);
-	dtx_conn_disconnect(&probe.tmp);
+	PG_TRY();
+	{
+		edata = dtx_try(coord_probe_call, &probe);
+	}
+	PG_FINALLY();
+	{
+		dtx_conn_disconnect(&probe.tmp);
+	}
+	PG_END_TRY();
 	if (edata == NULL)
 		return;
 	values[1] = BoolGetDatum(false);
@@ -678,7 +746,10 @@ coord_probe_one(ForeignServer *server, Datum *values, bool *nulls)
  * dtx.probe(server name default null) returns table (server, reachable,
  * max_prepared_transactions, server_version, error): connects to each
  * participant (or the one named) as the current user and reports whether
- * it answers and whether it can take part in two-phase commit.
+ * it answers and whether it can take part in two-phase commit.  Like
+ * dtx.exec, it needs USAGE on the server: a named server without it is an
+ * ERROR (42501), and the list of every participant leaves out the servers
+ * the caller has no USAGE on.
  */
 Datum
 dtx_probe(PG_FUNCTION_ARGS)
@@ -690,7 +761,15 @@ dtx_probe(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	if (!PG_ARGISNULL(0))
-		servers = list_make1(GetForeignServerByName(NameStr(*PG_GETARG_NAME(0)), false));
+	{
+		ForeignServer *server = GetForeignServerByName(NameStr(*PG_GETARG_NAME(0)), false);
+		AclResult	aclresult = pg_foreign_server_aclcheck(server->serverid,
+														   GetUserId(), ACL_USAGE);
+
+		if (aclresult != ACLCHECK_OK)
+			aclcheck_error(aclresult, OBJECT_FOREIGN_SERVER, server->servername);
+		servers = list_make1(server);
+	}
 	else
 	{
 		Relation	rel = table_open(ForeignServerRelationId, AccessShareLock);
@@ -702,8 +781,10 @@ dtx_probe(PG_FUNCTION_ARGS)
 			Form_pg_foreign_server form = (Form_pg_foreign_server) GETSTRUCT(tup);
 			ForeignDataWrapper *fdw = GetForeignDataWrapper(form->srvfdw);
 
-			if (strcmp(fdw->fdwname, "pg_dtx") == 0 ||
-				strcmp(fdw->fdwname, "postgres_fdw") == 0)
+			if ((strcmp(fdw->fdwname, "pg_dtx") == 0 ||
+				 strcmp(fdw->fdwname, "postgres_fdw") == 0) &&
+				pg_foreign_server_aclcheck(form->oid, GetUserId(),
+										   ACL_USAGE) == ACLCHECK_OK)
 				servers = lappend(servers, GetForeignServer(form->oid));
 		}
 		table_endscan(scan);

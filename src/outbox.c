@@ -1303,7 +1303,8 @@ pg_finish(Batch *b, char **error)
 		dtx_conn_disconnect(c);
 		return PGR_SINK;
 	}
-	while ((res = PQgetResult(c->conn)) != NULL)
+	/* ends on COPY too: the connection is then closed (c->conn NULL) */
+	while ((res = dtx_conn_next_result(c, deadline)) != NULL)
 	{
 		if (PQresultStatus(res) == PGRES_COMMAND_OK && *error == NULL)
 			outcome = PGR_OK;
@@ -1322,10 +1323,12 @@ pg_finish(Batch *b, char **error)
 		PQclear(res);
 	}
 	c->in_flight = false;
-	if (PQstatus(c->conn) != CONNECTION_OK)
+	if (c->conn == NULL || PQstatus(c->conn) != CONNECTION_OK)
 	{
 		if (*error == NULL)
-			*error = psprintf("lost connection to server \"%s\"", b->sink->server);
+			*error = psprintf(c->conn == NULL && c->copy_refused
+							  ? "server \"%s\" answered with COPY" : "lost connection to server \"%s\"",
+							  b->sink->server);
 		dtx_conn_disconnect(c);
 		return PGR_SINK;
 	}

@@ -36,8 +36,17 @@ void		_PG_init(void);
 /* Settings */
 int			dtx_connect_timeout = 10;
 int			dtx_cancel_timeout = 5000;
+int			dtx_remote_timeout = 30000;
 int			dtx_recovery_interval = 10;
 
+/*
+ * dtx_try: see pg_dtx.h.  An error raised by ProcessInterrupts (its
+ * funcname tells it from a participant's own 57014, which
+ * dtx_report_remote_error raises) is re-thrown with ReThrowError once the
+ * subtransaction is rolled back, so pg_cancel_backend and statement_timeout
+ * end dtx.probe, dtx.in_doubt and dtx.recover instead of being recorded as
+ * one participant's error.  Termination is FATAL and never gets here.
+ */
 ErrorData *
 dtx_try(DtxTryFn fn, void *arg)
 {
@@ -62,6 +71,9 @@ dtx_try(DtxTryFn fn, void *arg)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+		if (edata->funcname != NULL &&
+			strcmp(edata->funcname, "ProcessInterrupts") == 0)
+			ReThrowError(edata);
 	}
 	PG_END_TRY();
 	return edata;
@@ -131,6 +143,14 @@ _PG_init(void)
 							"After that the connection is closed, which rolls the remote transaction back.",
 							&dtx_cancel_timeout,
 							5000, 100, 600000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dtx.remote_timeout",
+							"Time allowed to a participant to answer each command of the background worker, dtx.in_doubt, dtx.recover, dtx.probe and the xa_* functions.",
+							"A participant that does not answer in time is reported as that participant's error and its connection is closed; the others proceed. 0 waits without limit (statement_timeout and cancels still apply in a backend).",
+							&dtx_remote_timeout,
+							30000, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

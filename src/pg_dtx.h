@@ -38,12 +38,17 @@
 /* Settings (defined in pg_dtx.c) */
 extern int	dtx_connect_timeout;	/* seconds */
 extern int	dtx_cancel_timeout;		/* milliseconds */
+extern int	dtx_remote_timeout;		/* milliseconds, 0 = none */
 extern int	dtx_recovery_interval;	/* seconds */
 
 /*
  * dtx_try runs fn(arg) in an internal subtransaction, in the caller's
  * memory context.  Returns NULL if it succeeded; else the subtransaction is
- * rolled back and the error returned (the caller FreeErrorData()s it).
+ * rolled back and the error returned (the caller FreeErrorData()s it) --
+ * except an error of this backend's own interrupt processing (query
+ * cancel, statement_timeout, lock_timeout, a recovery conflict), which is
+ * re-thrown after the rollback: those end the statement, whatever fn was
+ * doing.  The caller frees what it owns on that path too (PG_FINALLY).
  */
 typedef void (*DtxTryFn) (void *arg);
 extern ErrorData *dtx_try(DtxTryFn fn, void *arg);

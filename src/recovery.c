@@ -359,7 +359,7 @@ rec_finish(DtxConn *c, const char *gid, bool commit, bool *gone)
 		if (code && strcmp(code, "42704") == 0)
 			*gone = true;
 		else
-			err = pchomp(PQresultErrorMessage(res));
+			err = dtx_remote_text(pchomp(PQresultErrorMessage(res)));
 	}
 	PQclear(res);
 	pfree(sql);
@@ -492,12 +492,15 @@ rec_server_safely(RecPass *pass, RecServer *srv)
 	if (pass->totals)
 		pass->totals->servers_failed++;
 	rec_report(pass, srv->name, NULL, -1, pass->resolve ? "failed" : NULL,
-			   edata->message);
+			   edata->detail
+			   ? psprintf("%s: %s", edata->message, edata->detail)
+			   : edata->message);
 	if (pass->resolve)
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("pg_dtx recovery could not reach participant \"%s\": %s",
-						srv->name, edata->message)));
+						srv->name, edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0));
 	FreeErrorData(edata);
 }
 
