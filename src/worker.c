@@ -160,6 +160,21 @@ worker_start(Oid dboid, const char *appname)
 	SetConfigOption("search_path", DTX_SAFE_SEARCH_PATH, PGC_SUSET,
 					PGC_S_OVERRIDE);
 	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Settings a database owner may give the database that would stop the
+	 * worker's short transactions (every remote wait has its own deadline,
+	 * dtx.remote_timeout and friends, and a local cancel now ends a pass
+	 * rather than being recorded as one participant's error).
+	 */
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET,
+					PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET,
+					PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname(appname);
 }
 

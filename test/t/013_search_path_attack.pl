@@ -8,7 +8,8 @@
 # types, each of which logs "PWNED" and tries ALTER ROLE app SUPERUSER when
 # a superuser calls it from a pg_dtx worker or through a SECURITY DEFINER
 # function; then sets ALTER DATABASE appdb SET search_path = evil,
-# pg_catalog, public (and role = app) and restarts the server, so the per-database worker
+# pg_catalog, public (and role = app, default_transaction_read_only = on)
+# and restarts the server, so the per-database worker
 # starts under that setting.  Then the worker delivers the outbox (postgres
 # and notify sinks, retries, dead letters, the inbox), recovers an in-doubt
 # transaction, and app calls every pg_dtx function it may (the SECURITY
@@ -33,11 +34,11 @@ $target->safe_psql('postgres', q{
 	INSERT INTO public.accounts VALUES (1, 0);
 });
 
-my $safe = "SET search_path = pg_catalog, public; SET ROLE NONE;\n";
+my $safe = "SET search_path = pg_catalog, public; SET ROLE NONE; SET default_transaction_read_only = off;\n";
 sub su { return $coord->safe_psql('appdb', $safe . $_[0]); }
 # app's own sessions: connected as app (session_user app), so a SECURITY
 # DEFINER function that ran a shadow would be caught
-sub as_app { return $coord->safe_psql('appdb', $_[0], extra_params => [ '-U', 'app' ]); }
+sub as_app { return $coord->safe_psql('appdb', "SET default_transaction_read_only = off;\n" . $_[0], extra_params => [ '-U', 'app' ]); }
 
 $coord->safe_psql('postgres', q{
 	CREATE ROLE app LOGIN;
@@ -197,6 +198,8 @@ cmp_ok($nagg, '>', 50, 'the one-argument aggregates are shadowed');
 as_app('ALTER DATABASE appdb SET search_path = evil, pg_catalog, public');
 # and the database's sessions (the worker's too) would become app
 as_app('ALTER DATABASE appdb SET role = app');
+# and would start every transaction read-only
+as_app('ALTER DATABASE appdb SET default_transaction_read_only = on');
 
 # the shadows are live for everyone who connects to appdb
 is(as_app('SELECT now() IS NULL, 1::int8 = 1::int8'), 't|',
@@ -208,7 +211,7 @@ $coord->restart;
 my $log_offset = -s $coord->logfile;
 
 # control: a superuser session that calls now() under this path is caught
-$coord->safe_psql('appdb', q{BEGIN; SET ROLE NONE; SET LOCAL application_name = 'pg_dtx control'; SELECT now(); ROLLBACK;});
+$coord->safe_psql('appdb', q{SET default_transaction_read_only = off; BEGIN; SET ROLE NONE; SET LOCAL application_name = 'pg_dtx control'; SELECT now(); ROLLBACK;});
 like(slurp_file($coord->logfile, $log_offset), qr/PWNED by now\(\).*"pg_dtx control"/,
 	'control: a superuser calling now() under the poisoned path is detected');
 $log_offset = -s $coord->logfile;
