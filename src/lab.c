@@ -10,7 +10,8 @@
  *
  * - Sessions are libpq connections back to this server, as the current
  *   role, with no password: the server's Unix socket and port, or
- *   dtx.lab_conninfo.  One more connection (the "admin") creates a scratch
+ *   dtx.lab_conninfo.  The role and database names are values, never
+ *   connection strings (expand_dbname = 0).  One more connection (the "admin") creates a scratch
  *   schema dtx_lab_<pid>_<role oid>, runs the setup, reads the final state, evaluates
  *   the invariant, runs the teardown and drops the schema.  Every session's
  *   search_path is that schema and its default_transaction_isolation the
@@ -313,23 +314,77 @@ lab_format(const PGresult *r, int *ntuples)
  * ----------------------------------------------------------------
  */
 
+/*
+ * lab_connect opens one lab connection back to this server, as the current
+ * role, to the current database.
+ *
+ * The role and database names are passed to libpq as values (expand_dbname
+ * = 0): a database named "dbname=postgres user=alice host=..." is a
+ * database with that name, never a connection string.  dtx.lab_conninfo
+ * (superuser-set) is parsed here, its user and dbname dropped, and its other
+ * keywords passed on before ours, so ours win.
+ *
+ * The connection is made without blocking: the wait checks for interrupts
+ * every 10 ms and ends at dtx.connect_timeout.  ERRORs with 08001 (with a
+ * hint) when the server refuses the connection or the deadline passes; the
+ * half-open PGconn is freed first, also on an interrupt.  The caller owns
+ * the returned connection.
+ */
 static PGconn *
 lab_connect(const char *name)
 {
-	const char *keys[8];
-	const char *vals[8];
+	PQconninfoOption *opts = NULL;
+	PQconninfoOption *o;
+	const char **keys;
+	const char **vals;
 	int			n = 0;
+	int			max = 8;
 	char		port[16];
 	char	   *host = NULL;
 	char		appname[NAMEDATALEN];
-	char		timeout[16];
 	char	   *user = GetUserNameFromId(GetUserId(), false);
-	PGconn	   *conn;
+	char	   *dbname = get_database_name(MyDatabaseId);
+	bool		use_conninfo = lab_conninfo && lab_conninfo[0] != '\0';
+	PGconn	   *volatile conn;
+	char	   *volatile failure = NULL;
 
-	if (lab_conninfo && lab_conninfo[0] != '\0')
+	if (dbname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_DATABASE),
+				 errmsg("the current database has been dropped")));
+	if (use_conninfo)
 	{
-		keys[n] = "dbname";
-		vals[n++] = lab_conninfo;
+		char	   *err = NULL;
+
+		opts = PQconninfoParse(lab_conninfo, &err);
+		if (opts == NULL)
+		{
+			char	   *msg = err ? pchomp(err) : pstrdup("out of memory");
+
+			if (err)
+				PQfreemem(err);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid dtx.lab_conninfo"),
+					 errdetail_internal("%s", msg)));
+		}
+		for (o = opts; o->keyword; o++)
+			max++;
+	}
+	keys = palloc(sizeof(char *) * (max + 1));
+	vals = palloc(sizeof(char *) * (max + 1));
+
+	if (use_conninfo)
+	{
+		for (o = opts; o->keyword; o++)
+		{
+			/* the caller's role and database, whatever the setting says */
+			if (o->val == NULL || strcmp(o->keyword, "user") == 0 ||
+				strcmp(o->keyword, "dbname") == 0)
+				continue;
+			keys[n] = o->keyword;
+			vals[n++] = o->val;
+		}
 	}
 	else
 	{
@@ -351,34 +406,73 @@ lab_connect(const char *name)
 		vals[n++] = port;
 	}
 	snprintf(appname, sizeof(appname), "pg_dtx lab %s", name);
-	snprintf(timeout, sizeof(timeout), "%d", dtx_connect_timeout);
 	keys[n] = "application_name";
 	vals[n++] = appname;
-	keys[n] = "connect_timeout";
-	vals[n++] = timeout;
 	keys[n] = "user";
 	vals[n++] = user;
 	keys[n] = "dbname";
-	vals[n++] = get_database_name(MyDatabaseId);
+	vals[n++] = dbname;
 	keys[n] = NULL;
 	vals[n] = NULL;
 
-	conn = PQconnectdbParams(keys, vals, 1);
-	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
-	{
-		char	   *msg = conn ? lab_pq_message(conn) : pstrdup("out of memory");
+	/* names are values: never expand dbname as a connection string */
+	conn = PQconnectStartParams(keys, vals, 0);
+	if (opts)
+		PQconninfoFree(opts);	/* libpq copied the values */
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Could not open isolation lab session \"%s\".", name)));
 
-		if (conn)
-			PQfinish(conn);
+	PG_TRY();
+	{
+		TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   dtx_connect_timeout * 1000);
+		PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+
+		while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
+			   st != PGRES_POLLING_FAILED)
+		{
+			struct pollfd pfd;
+
+			CHECK_FOR_INTERRUPTS();
+			if (GetCurrentTimestamp() >= deadline)
+			{
+				failure = psprintf("timeout expired after %d s (dtx.connect_timeout)",
+								   dtx_connect_timeout);
+				break;
+			}
+			pfd.fd = PQsocket(conn);
+			pfd.events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+			pfd.revents = 0;
+			if (poll(&pfd, 1, 10) > 0)
+				st = PQconnectPoll(conn);
+		}
+	}
+	PG_CATCH();
+	{
+		PQfinish(conn);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (failure != NULL || PQstatus(conn) != CONNECTION_OK)
+	{
+		char	   *msg = failure ? failure : lab_pq_message(conn);
+
+		PQfinish(conn);
 		ereport(ERROR,
 				(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 				 errmsg("could not open isolation lab session \"%s\"", name),
 				 errdetail("%s", msg),
-				 (lab_conninfo && lab_conninfo[0] != '\0')
+				 use_conninfo
 				 ? errhint("The lab connects back to this server as role \"%s\" with dtx.lab_conninfo; check that setting, pg_hba.conf, and the role's connection limit.", user)
 				 : errhint("The lab connects back to this server as role \"%s\" over its Unix socket, without a password: pg_hba.conf must let that connection in (trust, or peer with a map), and the role must be allowed one more connection; or a superuser can set dtx.lab_conninfo.", user)));
 	}
 	PQsetNoticeProcessor(conn, lab_notice_ignore, NULL);
+	pfree(keys);
+	pfree(vals);
 	return conn;
 }
 

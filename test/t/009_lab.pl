@@ -7,7 +7,11 @@
 # schema, which the next lab call of the same role (and only of that role)
 # drops; two lab runs of one role at the same moment, each reporting its own
 # results; a cancel of the caller while a step is blocked (57014, no schema,
-# no session left, the caller's session still usable).
+# no session left, the caller's session still usable); a role with CREATEDB
+# that names a database like a connection string ("dbname=postgres
+# user=<superuser>", "host=... port=...") and runs the lab from it: the
+# sessions connect as that role to that database (names are values), so an
+# "ALTER ROLE ... SUPERUSER" setup fails with 42501.
 use strict;
 use warnings;
 
@@ -368,6 +372,49 @@ my $t5 = time;
 	no_lab_backends_ok($node, 'cancel: no lab session left after the second call');
 }
 $secs{cancel} = time - $t5;
+
+# ---------------------------------------------------------------------
+# 6. Names are values, never connection strings.  A role with CREATEDB
+# (not a superuser) names a database like a connection string and runs the
+# lab from it.  Were the database name expanded by libpq (expand_dbname),
+# the lab would connect as the superuser to postgres and the setup "ALTER
+# ROLE lab_creator SUPERUSER" would succeed; or it would connect to another
+# host and port.  The lab must connect as the caller, to the database of
+# that very name: the setup fails with 42501, the role stays an ordinary
+# one, and the admin connection and the session report the caller and the
+# odd database.
+my $t6 = time;
+{
+	my $su = $node->safe_psql('postgres', 'SELECT current_user');
+	$node->safe_psql('postgres', 'CREATE ROLE lab_creator LOGIN CREATEDB');
+	my @as_creator = (extra_params => [ '-U', 'lab_creator' ]);
+	for my $db ("dbname=postgres user=$su", "host=/nonexistent port=1 dbname=postgres user=$su")
+	{
+		(my $ident = $db) =~ s/"/""/g;
+		$node->safe_psql('postgres', qq{CREATE DATABASE "$ident"}, @as_creator);
+		$node->safe_psql($db, 'CREATE EXTENSION pg_dtx');
+		is($node->safe_psql($db, 'SELECT current_user || \'|\' || current_database()', @as_creator),
+			"lab_creator|$db", "names: lab_creator is connected to database \"$db\"");
+
+		my ($state, $msg) = psql_error($node,
+			q{SELECT * FROM dtx.lab_run('{"setup": "ALTER ROLE lab_creator SUPERUSER", "steps": [["T1", "select current_user"]]}')},
+			db => $db, @as_creator);
+		is($state, '42501', "names ($db): the setup ALTER ROLE ... SUPERUSER fails with 42501 ($msg)");
+		is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'lab_creator'}),
+			'f', "names ($db): lab_creator is not superuser afterwards");
+
+		is($node->safe_psql($db, q{SELECT string_agg(format('%s|%s|%s|%s', step, session, outcome, result), E'\n')
+			FROM dtx.lab_run('{"setup": "create table who as select current_user::text as u, current_database()::text as d, inet_server_port() as p",
+			                   "steps": [["T1", "select current_user, current_database(), inet_server_port()"]]}')}, @as_creator),
+			join("\n", "1|T1|ok|(lab_creator,$db,null)", "||final|(lab_creator,$db,null)"),
+			"names ($db): the admin connection and the session ran as lab_creator in database \"$db\", over the Unix socket");
+		is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'lab_creator'}),
+			'f', "names ($db): lab_creator is still not superuser");
+	}
+	is(lab_schemas($node), '', 'names: no scratch schema left in postgres');
+	no_lab_backends_ok($node, 'names: no lab session left');
+}
+$secs{names} = time - $t6;
 $node->stop;
 
 # ---------------------------------------------------------------------
@@ -499,7 +546,7 @@ ok($hn->poll_query_until('postgres', "SELECT current_setting('dtx.lab_conninfo')
 $hn->stop;
 $secs{hba} = time - $t2;
 
-diag(sprintf('report: standby %.0f s, pg_hba %.0f s, terminated caller %.0f s, concurrent runs %.0f s, cancel %.0f s; total %.0f s',
-	@secs{qw(standby hba terminate concurrent cancel)}, time - $t_start));
+diag(sprintf('report: standby %.0f s, pg_hba %.0f s, terminated caller %.0f s, concurrent runs %.0f s, cancel %.0f s, names %.0f s; total %.0f s',
+	@secs{qw(standby hba terminate concurrent cancel names)}, time - $t_start));
 
 done_testing();
