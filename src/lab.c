@@ -11,11 +11,11 @@
  * - Sessions are libpq connections back to this server, as the current
  *   role, with no password: the server's Unix socket and port, or
  *   dtx.lab_conninfo.  The role and database names are values, never
- *   connection strings (expand_dbname = 0).  One more connection (the "admin") creates a scratch
- *   schema dtx_lab_<pid>_<role oid>, runs the setup, reads the final state, evaluates
- *   the invariant, runs the teardown and drops the schema.  Every session's
- *   search_path is that schema and its default_transaction_isolation the
- *   level asked for.
+ *   connection strings (expand_dbname = 0).  One more connection (the
+ *   "admin") creates a scratch schema dtx_lab_<pid>_<role oid>, runs the
+ *   setup, reads the final state, evaluates the invariant, runs the
+ *   teardown and drops the schema.  Every session's search_path is that
+ *   schema and its default_transaction_isolation the level asked for.
  * - Steps are sent in order with PQsendQuery.  After each one the engine
  *   "settles": it waits until every session with a statement in flight has
  *   either finished or is blocked by another lab session, as seen in the
