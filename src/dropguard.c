@@ -16,7 +16,10 @@
  * DROP SERVER, and every cascade that reaches one: DROP FOREIGN DATA
  * WRAPPER ... CASCADE, DROP OWNED, DROP EXTENSION postgres_fdw CASCADE)
  * while a decision row names it: ERROR 55006 with a hint naming
- * dtx.recover and the xa_* functions.  The check is local (no connection to
+ * dtx.recover and the xa_* functions.  The same hook refuses the drop of
+ * dtx.decisions itself while it holds a row: DROP EXTENSION pg_dtx
+ * (CASCADE) drops that table before the servers of its wrapper, and would
+ * otherwise orphan every participant's prepared transactions at once.  The check is local (no connection to
  * the participant): a decision row stays until recovery has confirmed the
  * transaction finished on every participant, so the drop succeeds once
  * dtx.recover() has run with every participant reachable.
@@ -147,14 +150,57 @@ dropguard_check_server(Oid serverid)
 			 errhint("Resolve them first: SELECT * FROM dtx.recover(); finishes them and forgets their decisions once every participant is reachable; dtx.in_doubt lists them, and dtx.xa_recover, dtx.xa_commit and dtx.xa_rollback resolve one by hand.")));
 }
 
+/*
+ * dropguard_check_decisions ERRORs (55006) if relid is dtx.decisions and it
+ * holds a decision.  DROP EXTENSION pg_dtx drops the table before the
+ * servers of its wrapper (so their check finds no table): this is the
+ * check that stops it.  Cheap for every other relation: one syscache
+ * lookup of its namespace.
+ */
+static void
+dropguard_check_decisions(Oid relid)
+{
+	Oid			nsp = get_namespace_oid("dtx", true);
+	Relation	rel;
+	Snapshot	snap;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int			count = 0;
+
+	if (!OidIsValid(nsp) || get_rel_namespace(relid) != nsp ||
+		relid != dropguard_decisions_relid())
+		return;
+	rel = table_open(relid, AccessShareLock);
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		count++;
+	systable_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, AccessShareLock);
+	if (count == 0)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_IN_USE),
+			 errmsg("cannot drop table dtx.decisions because pg_dtx has unresolved global transactions"),
+			 errdetail_plural("%d decision has not yet been confirmed finished on every participant; without it, their prepared transactions would be orphaned.",
+							  "%d decisions have not yet been confirmed finished on every participant; without them, their prepared transactions would be orphaned.",
+							  count, count),
+			 errhint("Resolve them first (DROP EXTENSION pg_dtx drops this table): SELECT * FROM dtx.recover(); finishes them and forgets their decisions once every participant is reachable; dtx.in_doubt lists them, and dtx.xa_recover, dtx.xa_commit and dtx.xa_rollback resolve one by hand.")));
+}
+
 static void
 dropguard_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 						int subId, void *arg)
 {
 	if (dropguard_prev_hook)
 		dropguard_prev_hook(access, classId, objectId, subId, arg);
-	if (access == OAT_DROP && classId == ForeignServerRelationId)
+	if (access != OAT_DROP)
+		return;
+	if (classId == ForeignServerRelationId)
 		dropguard_check_server(objectId);
+	else if (classId == RelationRelationId && subId == 0)
+		dropguard_check_decisions(objectId);
 }
 
 /* _PG_init: install the hook */

@@ -6,7 +6,8 @@
 # extension so that it can be dropped) and pc (owned by another role).
 # Every way of dropping one of them is refused with 55006 while the
 # decision is unresolved: DROP SERVER ... CASCADE, DROP FOREIGN DATA WRAPPER
-# ... CASCADE, DROP OWNED BY ... CASCADE; the
+# ... CASCADE, DROP OWNED BY ... CASCADE, and DROP EXTENSION pg_dtx CASCADE
+# (refused at dtx.decisions, which it would drop first); the
 # prepared transactions stay, dtx.in_doubt still lists them.  After
 # dtx.recover() the same drops succeed.  Then the two races with a
 # coordinator that is committing, which a lock on the server closes: a DROP
@@ -126,6 +127,16 @@ for my $drop ('DROP SERVER pb CASCADE', 'DROP SERVER pa CASCADE',
 	like($stderr, qr/HINT:.*dtx\.recover\(\).*dtx\.xa_recover, dtx\.xa_commit and dtx\.xa_rollback/,
 		"$drop: ... the hint names dtx.recover and the xa_* functions");
 }
+# DROP EXTENSION pg_dtx CASCADE drops dtx.decisions before the servers of
+# its wrapper: the table itself is guarded
+{
+	my ($state, $msg, $stderr) = psql_error($coord, 'DROP EXTENSION pg_dtx CASCADE');
+	is($state, '55006', 'DROP EXTENSION pg_dtx CASCADE: refused with 55006');
+	like($msg, qr/^cannot drop table dtx\.decisions because pg_dtx has unresolved global transactions/,
+		"DROP EXTENSION pg_dtx CASCADE: ... the decision log is not dropped ($msg)");
+	like($stderr, qr/HINT:.*dtx\.recover\(\).*dtx\.xa_recover, dtx\.xa_commit and dtx\.xa_rollback/,
+		'DROP EXTENSION pg_dtx CASCADE: ... the hint names dtx.recover and the xa_* functions');
+}
 is(servers(), 'pa,pb,pc', 'refused drops: every server is still there');
 is(prepared(), '3', 'refused drops: the prepared transactions are still there');
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM dtx.in_doubt WHERE decision = \'commit\''),
@@ -201,6 +212,11 @@ is(servers(), 'pa', 'after recovery: DROP FOREIGN DATA WRAPPER ... CASCADE and D
 	$a->quit;
 	$b->quit;
 }
+
+# with nothing unresolved, the extension drops (with its servers)
+$coord->safe_psql('postgres', 'SET client_min_messages = warning; DROP EXTENSION pg_dtx CASCADE');
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_extension WHERE extname = 'pg_dtx'}), '0',
+	'with nothing unresolved, DROP EXTENSION pg_dtx CASCADE succeeds');
 
 $coord->stop;
 $part->stop;
