@@ -166,6 +166,27 @@ static const char *const lab_levels[] = {
 	"read uncommitted", "read committed", "repeatable read", "serializable"
 };
 
+/* dtx.lab_conninfo must parse as a libpq connection string */
+static bool
+lab_conninfo_check(char **newval, void **extra, GucSource source)
+{
+	PQconninfoOption *opts;
+	char	   *err = NULL;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	opts = PQconninfoParse(*newval, &err);
+	if (opts == NULL)
+	{
+		GUC_check_errdetail("%s", err ? pchomp(err) : "out of memory");
+		if (err)
+			PQfreemem(err);
+		return false;
+	}
+	PQconninfoFree(opts);
+	return true;
+}
+
 void
 dtx_lab_define_gucs(void)
 {
@@ -182,7 +203,7 @@ dtx_lab_define_gucs(void)
 							   &lab_conninfo,
 							   "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY,
-							   NULL, NULL, NULL);
+							   lab_conninfo_check, NULL, NULL);
 }
 
 /* ----------------------------------------------------------------

@@ -49,6 +49,13 @@ for my $db (@names)
 		"$db|", "participant n$i: dbname '$db' reaches the database of that name, over the socket");
 }
 
+# dtx.lab_conninfo is checked when it is set
+{
+	my ($state, $msg, $stderr) = psql_error($node, q{SET dtx.lab_conninfo = 'host'});
+	is($state, '22023', 'dtx.lab_conninfo that is not a connection string: refused with 22023');
+	like($stderr, qr/DETAIL:\s+missing "=" after "host"/, '... with libpq\'s complaint as the detail');
+}
+
 # the lab with dtx.lab_conninfo naming another user and database: the
 # caller's role and database are used, as values
 (my $ci = "host='$host' port=$port user=$su dbname=postgres") =~ s/'/''/g;
