@@ -10,11 +10,12 @@
  *
  * - Sessions are libpq connections back to this server, as the current
  *   role, with no password: the server's Unix socket and port, or
- *   dtx.lab_conninfo.  One more connection (the "admin") creates a scratch
- *   schema dtx_lab_<pid>_<role oid>, runs the setup, reads the final state, evaluates
- *   the invariant, runs the teardown and drops the schema.  Every session's
- *   search_path is that schema and its default_transaction_isolation the
- *   level asked for.
+ *   dtx.lab_conninfo.  The role and database names are values, never
+ *   connection strings (expand_dbname = 0).  One more connection (the
+ *   "admin") creates a scratch schema dtx_lab_<pid>_<role oid>, runs the
+ *   setup, reads the final state, evaluates the invariant, runs the
+ *   teardown and drops the schema.  Every session's search_path is that
+ *   schema and its default_transaction_isolation the level asked for.
  * - Steps are sent in order with PQsendQuery.  After each one the engine
  *   "settles": it waits until every session with a statement in flight has
  *   either finished or is blocked by another lab session, as seen in the
@@ -30,6 +31,9 @@
  *   cancelled and reported as "timeout" (57014).  Steps still blocked when
  *   the schedule ends are cancelled ("cancelled"); sessions still in a
  *   transaction then are rolled back.
+ * - COPY has no place in a schedule: the lab ends it from its side
+ *   (lab_end_copy) and reports the statement as 0A000; every loop that
+ *   reads results ends on COPY states and checks for interrupts.
  * - Nothing is left behind: on any error, including a cancel of the call
  *   itself, in-flight statements are cancelled, the sessions closed and the
  *   scratch schema dropped.  A schema left by a backend that died (kill -9)
@@ -105,6 +109,8 @@ typedef struct LabSession
 	const char *cancel_reason;	/* "timeout" or "cancelled" */
 	PGresult   *last;			/* last result of the in-flight step */
 	PGresult   *error;			/* its first error */
+	struct LabError *copy;		/* it was a COPY (0A000), ended by the lab */
+	bool		busy;			/* a statement of the lab's own in flight */
 	int		   *queue;			/* steps waiting for this session */
 	int			nqueue;
 	int			qhead;
@@ -125,6 +131,15 @@ typedef struct LabEvent
 	int			key;			/* order within one settle */
 	int			seq;
 } LabEvent;
+
+/* An error of a statement the lab ran for itself or for the schedule */
+typedef struct LabError
+{
+	char	   *sqlstate;
+	char	   *message;
+	char	   *detail;
+	char	   *hint;
+} LabError;
 
 typedef struct Lab
 {
@@ -151,6 +166,27 @@ static const char *const lab_levels[] = {
 	"read uncommitted", "read committed", "repeatable read", "serializable"
 };
 
+/* dtx.lab_conninfo must parse as a libpq connection string */
+static bool
+lab_conninfo_check(char **newval, void **extra, GucSource source)
+{
+	PQconninfoOption *opts;
+	char	   *err = NULL;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	opts = PQconninfoParse(*newval, &err);
+	if (opts == NULL)
+	{
+		GUC_check_errdetail("%s", err ? pchomp(err) : "out of memory");
+		if (err)
+			PQfreemem(err);
+		return false;
+	}
+	PQconninfoFree(opts);
+	return true;
+}
+
 void
 dtx_lab_define_gucs(void)
 {
@@ -167,7 +203,7 @@ dtx_lab_define_gucs(void)
 							   &lab_conninfo,
 							   "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY,
-							   NULL, NULL, NULL);
+							   lab_conninfo_check, NULL, NULL);
 }
 
 /* ----------------------------------------------------------------
@@ -313,23 +349,77 @@ lab_format(const PGresult *r, int *ntuples)
  * ----------------------------------------------------------------
  */
 
+/*
+ * lab_connect opens one lab connection back to this server, as the current
+ * role, to the current database.
+ *
+ * The role and database names are passed to libpq as values (expand_dbname
+ * = 0): a database named "dbname=postgres user=alice host=..." is a
+ * database with that name, never a connection string.  dtx.lab_conninfo
+ * (superuser-set) is parsed here, its user and dbname dropped, and its other
+ * keywords passed on before ours, so ours win.
+ *
+ * The connection is made without blocking: the wait checks for interrupts
+ * every 10 ms and ends at dtx.connect_timeout.  ERRORs with 08001 (with a
+ * hint) when the server refuses the connection or the deadline passes; the
+ * half-open PGconn is freed first, also on an interrupt.  The caller owns
+ * the returned connection.
+ */
 static PGconn *
 lab_connect(const char *name)
 {
-	const char *keys[8];
-	const char *vals[8];
+	PQconninfoOption *opts = NULL;
+	PQconninfoOption *o;
+	const char **keys;
+	const char **vals;
 	int			n = 0;
+	int			max = 8;
 	char		port[16];
 	char	   *host = NULL;
 	char		appname[NAMEDATALEN];
-	char		timeout[16];
 	char	   *user = GetUserNameFromId(GetUserId(), false);
-	PGconn	   *conn;
+	char	   *dbname = get_database_name(MyDatabaseId);
+	bool		use_conninfo = lab_conninfo && lab_conninfo[0] != '\0';
+	PGconn	   *volatile conn;
+	char	   *volatile failure = NULL;
 
-	if (lab_conninfo && lab_conninfo[0] != '\0')
+	if (dbname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_DATABASE),
+				 errmsg("the current database has been dropped")));
+	if (use_conninfo)
 	{
-		keys[n] = "dbname";
-		vals[n++] = lab_conninfo;
+		char	   *err = NULL;
+
+		opts = PQconninfoParse(lab_conninfo, &err);
+		if (opts == NULL)
+		{
+			char	   *msg = err ? pchomp(err) : pstrdup("out of memory");
+
+			if (err)
+				PQfreemem(err);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid dtx.lab_conninfo"),
+					 errdetail_internal("%s", msg)));
+		}
+		for (o = opts; o->keyword; o++)
+			max++;
+	}
+	keys = palloc(sizeof(char *) * (max + 1));
+	vals = palloc(sizeof(char *) * (max + 1));
+
+	if (use_conninfo)
+	{
+		for (o = opts; o->keyword; o++)
+		{
+			/* the caller's role and database, whatever the setting says */
+			if (o->val == NULL || strcmp(o->keyword, "user") == 0 ||
+				strcmp(o->keyword, "dbname") == 0)
+				continue;
+			keys[n] = o->keyword;
+			vals[n++] = o->val;
+		}
 	}
 	else
 	{
@@ -351,34 +441,73 @@ lab_connect(const char *name)
 		vals[n++] = port;
 	}
 	snprintf(appname, sizeof(appname), "pg_dtx lab %s", name);
-	snprintf(timeout, sizeof(timeout), "%d", dtx_connect_timeout);
 	keys[n] = "application_name";
 	vals[n++] = appname;
-	keys[n] = "connect_timeout";
-	vals[n++] = timeout;
 	keys[n] = "user";
 	vals[n++] = user;
 	keys[n] = "dbname";
-	vals[n++] = get_database_name(MyDatabaseId);
+	vals[n++] = dbname;
 	keys[n] = NULL;
 	vals[n] = NULL;
 
-	conn = PQconnectdbParams(keys, vals, 1);
-	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
-	{
-		char	   *msg = conn ? lab_pq_message(conn) : pstrdup("out of memory");
+	/* names are values: never expand dbname as a connection string */
+	conn = PQconnectStartParams(keys, vals, 0);
+	if (opts)
+		PQconninfoFree(opts);	/* libpq copied the values */
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Could not open isolation lab session \"%s\".", name)));
 
-		if (conn)
-			PQfinish(conn);
+	PG_TRY();
+	{
+		TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   dtx_connect_timeout * 1000);
+		PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+
+		while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
+			   st != PGRES_POLLING_FAILED)
+		{
+			struct pollfd pfd;
+
+			CHECK_FOR_INTERRUPTS();
+			if (GetCurrentTimestamp() >= deadline)
+			{
+				failure = psprintf("timeout expired after %d s (dtx.connect_timeout)",
+								   dtx_connect_timeout);
+				break;
+			}
+			pfd.fd = PQsocket(conn);
+			pfd.events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+			pfd.revents = 0;
+			if (poll(&pfd, 1, 10) > 0)
+				st = PQconnectPoll(conn);
+		}
+	}
+	PG_CATCH();
+	{
+		PQfinish(conn);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (failure != NULL || PQstatus(conn) != CONNECTION_OK)
+	{
+		char	   *msg = failure ? failure : lab_pq_message(conn);
+
+		PQfinish(conn);
 		ereport(ERROR,
 				(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 				 errmsg("could not open isolation lab session \"%s\"", name),
 				 errdetail("%s", msg),
-				 (lab_conninfo && lab_conninfo[0] != '\0')
+				 use_conninfo
 				 ? errhint("The lab connects back to this server as role \"%s\" with dtx.lab_conninfo; check that setting, pg_hba.conf, and the role's connection limit.", user)
 				 : errhint("The lab connects back to this server as role \"%s\" over its Unix socket, without a password: pg_hba.conf must let that connection in (trust, or peer with a map), and the role must be allowed one more connection; or a superuser can set dtx.lab_conninfo.", user)));
 	}
 	PQsetNoticeProcessor(conn, lab_notice_ignore, NULL);
+	pfree(keys);
+	pfree(vals);
 	return conn;
 }
 
@@ -396,8 +525,98 @@ lab_cancel(PGconn *conn)
 }
 
 /*
+ * COPY in the lab.  A step, setup or teardown statement may be a COPY; the
+ * lab has no data to send and nowhere to put rows, so it ends the COPY from
+ * its side and reports the statement as an error 0A000: COPY FROM STDIN is
+ * failed (CopyFail, so the server aborts the statement), the rows of COPY TO
+ * STDOUT are read and thrown away.  Either way the connection stays usable.
+ * Without this, PQgetResult would return a COPY result forever and every
+ * result loop below would spin.
+ */
+#define LAB_COPY_IN_MESSAGE "COPY FROM STDIN is not supported in the isolation lab; the statement was failed"
+#define LAB_COPY_OUT_MESSAGE "COPY TO STDOUT is not supported in the isolation lab; its rows were discarded"
+#define LAB_COPY_HINT "Load data with INSERT ... VALUES or INSERT ... SELECT, and read it with SELECT."
+
+typedef enum LabCopyAction
+{
+	LAB_COPY_READ,				/* ended: read the next result now */
+	LAB_COPY_WAIT,				/* rows still coming: wait for the socket */
+	LAB_COPY_BROKEN				/* the connection failed */
+} LabCopyAction;
+
+static bool
+lab_is_copy(const PGresult *r)
+{
+	ExecStatusType st = PQresultStatus(r);
+
+	return st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
+}
+
+/*
+ * lab_end_copy moves conn, which just returned the COPY result r, out of
+ * its COPY state: CopyFail for COPY FROM STDIN (CopyDone first for COPY
+ * BOTH), then every row of COPY TO STDOUT that has arrived is read and
+ * dropped.  Frees r.  Never raises and never waits: the caller's loop
+ * waits on the socket (LAB_COPY_WAIT) with its own deadline and interrupt
+ * checks.
+ */
+static LabCopyAction
+lab_end_copy(PGconn *conn, PGresult *r)
+{
+	ExecStatusType st = PQresultStatus(r);
+
+	PQclear(r);
+	if (st == PGRES_COPY_IN)
+		return PQputCopyEnd(conn, "COPY is not supported in the isolation lab") == 1
+			? LAB_COPY_READ : LAB_COPY_BROKEN;
+	if (st == PGRES_COPY_BOTH && PQputCopyEnd(conn, NULL) != 1)
+		return LAB_COPY_BROKEN;
+	for (;;)
+	{
+		char	   *row = NULL;
+		int			rc = PQgetCopyData(conn, &row, 1);
+
+		if (rc > 0)
+		{
+			PQfreemem(row);
+			continue;
+		}
+		if (rc == 0)
+			return LAB_COPY_WAIT;
+		return rc == -1 ? LAB_COPY_READ : LAB_COPY_BROKEN;
+	}
+}
+
+/* The error a COPY result stands for (see lab_end_copy). */
+static LabError *
+lab_copy_error(ExecStatusType st)
+{
+	LabError   *e = palloc0(sizeof(LabError));
+
+	e->sqlstate = "0A000";
+	e->message = st == PGRES_COPY_IN ? LAB_COPY_IN_MESSAGE : LAB_COPY_OUT_MESSAGE;
+	e->hint = LAB_COPY_HINT;
+	return e;
+}
+
+static LabError *
+lab_result_error(const PGresult *r)
+{
+	LabError   *e = palloc0(sizeof(LabError));
+
+	e->sqlstate = lab_field(r, PG_DIAG_SQLSTATE);
+	e->message = lab_field(r, PG_DIAG_MESSAGE_PRIMARY);
+	e->detail = lab_field(r, PG_DIAG_MESSAGE_DETAIL);
+	e->hint = lab_field(r, PG_DIAG_MESSAGE_HINT);
+	return e;
+}
+
+/*
  * Wait up to timeout_ms for conn's results, without ever raising an error
- * (error cleanup uses it); false if they did not all come.
+ * (error cleanup uses it); false if they did not all come, the connection
+ * failed, or the backend is being terminated (the caller then closes the
+ * connection, which ends whatever runs there).  A COPY is ended as in
+ * lab_end_copy.
  */
 static bool
 lab_drain(PGconn *conn, int timeout_ms)
@@ -408,15 +627,28 @@ lab_drain(PGconn *conn, int timeout_ms)
 	{
 		struct pollfd pfd;
 
+		/* cannot raise here: stop waiting instead */
+		if (ProcDiePending)
+			return false;
 		if (!PQconsumeInput(conn))
 			return false;
 		while (!PQisBusy(conn))
 		{
 			PGresult   *r = PQgetResult(conn);
+			LabCopyAction a;
 
 			if (r == NULL)
 				return true;
-			PQclear(r);
+			if (!lab_is_copy(r))
+			{
+				PQclear(r);
+				continue;
+			}
+			a = lab_end_copy(conn, r);
+			if (a == LAB_COPY_BROKEN)
+				return false;
+			if (a == LAB_COPY_WAIT)
+				break;
 		}
 		if (GetCurrentTimestamp() >= deadline)
 			return false;
@@ -428,17 +660,22 @@ lab_drain(PGconn *conn, int timeout_ms)
 }
 
 /*
- * Run sql on the admin connection.  Returns its last result; a server error
- * goes to *err (the caller PQclear()s both).  The wait can be interrupted
- * (statement_timeout, a cancel of the call) and is bounded by the step
- * timeout; a lost connection is raised.
+ * lab_exec runs sql on conn (the admin connection, or a session between
+ * steps) and returns its last result; the first error goes to *err
+ * (palloc'd: a server error's fields, or 0A000 for a COPY, which is ended
+ * as in lab_end_copy).  The caller PQclear()s the result.  *busy is true
+ * while the statement is in flight, so that lab_close cancels it if an
+ * ERROR leaves it there.  The wait checks for interrupts every 10 ms
+ * (statement_timeout, a cancel or terminate of the call) and sends a cancel
+ * to the statement after timeout_ms; it then raises 57014.  A lost
+ * connection raises 08006.
  */
 static PGresult *
-lab_admin_exec(Lab *lab, const char *sql, const char *what, PGresult **err)
+lab_exec(PGconn *conn, bool *busy, const char *sql, const char *what,
+		 int timeout_ms, LabError **err)
 {
-	PGconn	   *conn = lab->admin;
 	PGresult   *last = NULL;
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), lab->admin_timeout_ms);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	bool		cancelled = false;
 	bool		finished = false;
 
@@ -447,7 +684,7 @@ lab_admin_exec(Lab *lab, const char *sql, const char *what, PGresult **err)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("%s: %s", what, lab_pq_message(conn))));
-	lab->admin_busy = true;
+	*busy = true;
 	while (!finished)
 	{
 		struct pollfd pfd;
@@ -466,9 +703,24 @@ lab_admin_exec(Lab *lab, const char *sql, const char *what, PGresult **err)
 				finished = true;
 				break;
 			}
+			if (lab_is_copy(r))
+			{
+				LabCopyAction a;
+
+				if (*err == NULL)
+					*err = lab_copy_error(PQresultStatus(r));
+				a = lab_end_copy(conn, r);
+				if (a == LAB_COPY_BROKEN)
+					ereport(ERROR,
+							(errcode(ERRCODE_CONNECTION_FAILURE),
+							 errmsg("%s: %s", what, lab_pq_message(conn))));
+				if (a == LAB_COPY_WAIT)
+					break;
+				continue;
+			}
 			if (PQresultStatus(r) == PGRES_FATAL_ERROR && *err == NULL)
-				*err = r;
-			else if (PQresultStatus(r) == PGRES_FATAL_ERROR)
+				*err = lab_result_error(r);
+			if (PQresultStatus(r) == PGRES_FATAL_ERROR)
 				PQclear(r);
 			else
 			{
@@ -489,39 +741,42 @@ lab_admin_exec(Lab *lab, const char *sql, const char *what, PGresult **err)
 		pfd.revents = 0;
 		(void) poll(&pfd, 1, 10);
 	}
-	lab->admin_busy = false;
+	*busy = false;
 	if (cancelled && *err)
 	{
-		PQclear(*err);
 		if (last)
 			PQclear(last);
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
-				 errmsg("%s: did not finish within %d ms", what, lab->admin_timeout_ms)));
+				 errmsg("%s: did not finish within %d ms", what, timeout_ms)));
 	}
 	return last;
+}
+
+/* lab_exec on the admin connection, bounded by the admin's timeout */
+static PGresult *
+lab_admin_exec(Lab *lab, const char *sql, const char *what, LabError **err)
+{
+	return lab_exec(lab->admin, &lab->admin_busy, sql, what,
+					lab->admin_timeout_ms, err);
 }
 
 /* lab_admin_exec, with a server error raised with its SQLSTATE */
 static PGresult *
 lab_admin(Lab *lab, const char *sql, const char *what)
 {
-	PGresult   *err;
+	LabError   *err;
 	PGresult   *last = lab_admin_exec(lab, sql, what, &err);
 
 	if (err)
 	{
-		char	   *state = lab_field(err, PG_DIAG_SQLSTATE);
-		char	   *msg = lab_field(err, PG_DIAG_MESSAGE_PRIMARY);
-		char	   *detail = lab_field(err, PG_DIAG_MESSAGE_DETAIL);
-
-		PQclear(err);
 		if (last)
 			PQclear(last);
 		ereport(ERROR,
-				(errcode(lab_sqlstate_code(state)),
-				 errmsg("%s: %s", what, msg ? msg : "unknown error"),
-				 detail ? errdetail("%s", detail) : 0));
+				(errcode(lab_sqlstate_code(err->sqlstate)),
+				 errmsg("%s: %s", what, err->message ? err->message : "unknown error"),
+				 err->detail ? errdetail("%s", err->detail) : 0,
+				 err->hint ? errhint("%s", err->hint) : 0));
 	}
 	return last;
 }
@@ -588,6 +843,7 @@ lab_send(Lab *lab, int idx, int current)
 	s->cancelled = false;
 	s->blockers = 0;
 	s->outside = false;
+	s->copy = NULL;
 	st->after_step = after;
 }
 
@@ -608,7 +864,16 @@ lab_step_done(Lab *lab, LabSession *s, int current)
 	int			key;
 
 	st->done = true;
-	if (s->error)
+	if (s->copy)
+	{
+		/* whatever the server said after the lab ended the COPY */
+		st->outcome = "error";
+		st->sqlstate = s->copy->sqlstate;
+		st->message = s->copy->message;
+		if (s->last)
+			st->result = lab_format(s->last, &st->ntuples);
+	}
+	else if (s->error)
 	{
 		st->sqlstate = lab_field(s->error, PG_DIAG_SQLSTATE);
 		st->message = lab_field(s->error, PG_DIAG_MESSAGE_PRIMARY);
@@ -657,24 +922,40 @@ lab_step_done(Lab *lab, LabSession *s, int current)
 	s->step = -1;
 	s->blocked = false;
 	s->cancelled = false;
+	s->copy = NULL;
 	lab_send_next(lab, s, current);
 }
 
-/* Read what has arrived on s; true if its in-flight step finished. */
+/*
+ * The in-flight step of s cannot finish normally (the connection failed):
+ * report it as 08006.  Later steps of the session fail to send.
+ */
+static void
+lab_step_lost(Lab *lab, LabSession *s, int current)
+{
+	LabStep    *st = &lab->steps[s->step];
+
+	st->done = true;
+	st->outcome = "error";
+	st->sqlstate = "08006";
+	st->message = lab_pq_message(s->conn);
+	lab_event(lab, s->step + 1, s->name, st->sql, st->outcome, NULL,
+			  st->sqlstate, st->message, current + 1, 1000 + s->step);
+	s->step = -1;
+	s->copy = NULL;
+}
+
+/*
+ * Read what has arrived on s; true if its in-flight step finished.  Never
+ * waits: a COPY is ended (lab_end_copy) and its rows are read as they
+ * arrive, in later calls.
+ */
 static bool
 lab_collect(Lab *lab, LabSession *s, int current)
 {
 	if (!PQconsumeInput(s->conn))
 	{
-		LabStep    *st = &lab->steps[s->step];
-
-		st->done = true;
-		st->outcome = "error";
-		st->sqlstate = "08006";
-		st->message = lab_pq_message(s->conn);
-		lab_event(lab, s->step + 1, s->name, st->sql, st->outcome, NULL,
-				  st->sqlstate, st->message, current + 1, 1000 + s->step);
-		s->step = -1;
+		lab_step_lost(lab, s, current);
 		return true;
 	}
 	while (!PQisBusy(s->conn))
@@ -685,6 +966,22 @@ lab_collect(Lab *lab, LabSession *s, int current)
 		{
 			lab_step_done(lab, s, current);
 			return true;
+		}
+		if (lab_is_copy(r))
+		{
+			LabCopyAction a;
+
+			if (s->copy == NULL)
+				s->copy = lab_copy_error(PQresultStatus(r));
+			a = lab_end_copy(s->conn, r);
+			if (a == LAB_COPY_BROKEN)
+			{
+				lab_step_lost(lab, s, current);
+				return true;
+			}
+			if (a == LAB_COPY_WAIT)
+				return false;
+			continue;
 		}
 		if (PQresultStatus(r) == PGRES_FATAL_ERROR && s->error == NULL)
 			s->error = r;
@@ -931,13 +1228,11 @@ lab_sweep(Lab *lab)
 	 */
 	for (i = 0; r && i < PQntuples(r); i++)
 	{
-		PGresult   *err;
+		LabError   *err;
 		PGresult   *d = lab_admin_exec(lab, PQgetvalue(r, i, 0), "leftover lab schema", &err);
 
 		if (d)
 			PQclear(d);
-		if (err)
-			PQclear(err);
 	}
 	if (r)
 		PQclear(r);
@@ -956,7 +1251,7 @@ lab_close(Lab *lab)
 
 		if (s->conn == NULL)
 			continue;
-		if (s->step >= 0)
+		if (s->step >= 0 || s->busy)
 		{
 			lab_cancel(s->conn);
 			(void) lab_drain(s->conn, 2000);
@@ -1086,13 +1381,12 @@ lab_final_state(Lab *lab)
 		char	   *rel = pstrdup(PQgetvalue(tables, i, 1));
 		PGresult   *r;
 		int			ntuples;
-		PGresult   *err;
+		LabError   *err;
 
 		/* ordered by the first column, or not at all if it has no order */
 		r = lab_admin_exec(lab, psprintf("SELECT * FROM %s ORDER BY 1", rel), "final state", &err);
 		if (err)
 		{
-			PQclear(err);
 			if (r)
 				PQclear(r);
 			r = lab_admin(lab, psprintf("SELECT * FROM %s", rel), "could not read the final state");
@@ -1215,9 +1509,15 @@ lab_run_steps(Lab *lab)
 	{
 		LabSession *s = &lab->sessions[i];
 
-		if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+		PGTransactionStatusType ts = PQtransactionStatus(s->conn);
+
+		/* a connection in any other state is closed by lab_close */
+		if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
 		{
-			PGresult   *r = PQexec(s->conn, "ROLLBACK");
+			LabError   *err;
+			PGresult   *r = lab_exec(s->conn, &s->busy, "ROLLBACK",
+									 psprintf("could not roll back lab session \"%s\"", s->name),
+									 LAB_INTERNAL_TIMEOUT_MS, &err);
 
 			if (r)
 				PQclear(r);
@@ -1376,17 +1676,22 @@ dtx_lab_exec(PG_FUNCTION_ARGS)
 						 quote_identifier(lab->schema), quote_literal_cstr(lab->isolation));
 		for (i = 0; i < nnames; i++)
 		{
+			LabSession *s = &lab->sessions[i];
+			LabError   *err;
 			PGresult   *r;
 
-			lab->sessions[i].conn = lab_connect(names[i]);
-			lab->sessions[i].pid = PQbackendPID(lab->sessions[i].conn);
-			r = PQexec(lab->sessions[i].conn, buf.data);
-			if (PQresultStatus(r) != PGRES_COMMAND_OK)
+			s->conn = lab_connect(names[i]);
+			s->pid = PQbackendPID(s->conn);
+			r = lab_exec(s->conn, &s->busy, buf.data,
+						 psprintf("could not prepare lab session \"%s\"", names[i]),
+						 LAB_INTERNAL_TIMEOUT_MS, &err);
+			if (r)
+				PQclear(r);
+			if (err)
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("could not prepare lab session \"%s\": %s", names[i],
-								lab_pq_message(lab->sessions[i].conn))));
-			PQclear(r);
+								err->message ? err->message : "unknown error")));
 		}
 
 		lab_run_steps(lab);
@@ -1396,18 +1701,14 @@ dtx_lab_exec(PG_FUNCTION_ARGS)
 			lab_invariant(lab, invariant);
 		for (i = 0; i < nteardown; i++)
 		{
-			PGresult   *err;
+			LabError   *err;
 			PGresult   *r = lab_admin_exec(lab, teardown[i], "teardown", &err);
 
 			if (r)
 				PQclear(r);
 			if (err)
-			{
 				lab_event(lab, 0, "(teardown)", teardown[i], "error", NULL,
-						  lab_field(err, PG_DIAG_SQLSTATE),
-						  lab_field(err, PG_DIAG_MESSAGE_PRIMARY), 0, 0);
-				PQclear(err);
-			}
+						  err->sqlstate, err->message, 0, 0);
 		}
 	}
 	PG_CATCH();

@@ -2,7 +2,7 @@
  *
  * pg_dtx.c
  *	  Module entry point: _PG_init defines the dtx.* settings and registers
- *	  the transaction callbacks.
+ *	  the transaction callbacks and the hooks.
  *
  * pg_dtx must be loaded through shared_preload_libraries: its background
  * workers and shared memory can only be set up by the postmaster.  Loading
@@ -20,6 +20,7 @@
 #include "utils/resowner.h"
 
 #include "coordinator.h"
+#include "dropguard.h"
 #include "fence.h"
 #include "lab.h"
 #include "lease.h"
@@ -212,6 +213,7 @@ _PG_init(void)
 	dtx_shmem_init();
 	dtx_worker_init();
 	dtx_launcher_register();
+	dtx_dropguard_init();
 
 	RegisterXactCallback(dtx_xact_callback, NULL);
 	RegisterSubXactCallback(dtx_subxact_cb, NULL);

@@ -54,6 +54,7 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
+#include "dropguard.h"
 #include "pg_dtx.h"
 #include "shmem.h"
 #include "twophase.h"
@@ -341,7 +342,11 @@ twophase_record_decision(FullTransactionId fxid, DtxConn **writers, int n)
 				 errmsg("table dtx.decisions does not exist"),
 				 errhint("Reinstall the extension: DROP EXTENSION pg_dtx; CREATE EXTENSION pg_dtx.")));
 	for (i = 0; i < n; i++)
+	{
+		/* no DROP SERVER between this decision and its resolution */
+		dtx_dropguard_lock_server(writers[i]->key.serverid, writers[i]->servername);
 		oids[i] = ObjectIdGetDatum(writers[i]->key.serverid);
+	}
 	values[0] = FullTransactionIdGetDatum(fxid);
 	values[1] = Int64GetDatum((int64) dtx_shared->incarnation);
 	values[2] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid),

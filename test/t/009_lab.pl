@@ -7,7 +7,11 @@
 # schema, which the next lab call of the same role (and only of that role)
 # drops; two lab runs of one role at the same moment, each reporting its own
 # results; a cancel of the caller while a step is blocked (57014, no schema,
-# no session left, the caller's session still usable).
+# no session left, the caller's session still usable); a role with CREATEDB
+# that names a database like a connection string ("dbname=postgres
+# user=<superuser>", "host=... port=...") and runs the lab from it: the
+# sessions connect as that role to that database (names are values), so an
+# "ALTER ROLE ... SUPERUSER" setup fails with 42501.
 use strict;
 use warnings;
 
@@ -368,6 +372,196 @@ my $t5 = time;
 	no_lab_backends_ok($node, 'cancel: no lab session left after the second call');
 }
 $secs{cancel} = time - $t5;
+
+# ---------------------------------------------------------------------
+# 6. Names are values, never connection strings.  A role with CREATEDB
+# (not a superuser) names a database like a connection string and runs the
+# lab from it.  Were the database name expanded by libpq (expand_dbname),
+# the lab would connect as the superuser to postgres and the setup "ALTER
+# ROLE lab_creator SUPERUSER" would succeed; or it would connect to another
+# host and port.  The lab must connect as the caller, to the database of
+# that very name: the setup fails with 42501, the role stays an ordinary
+# one, and the admin connection and the session report the caller and the
+# odd database.
+my $t6 = time;
+{
+	my $su = $node->safe_psql('postgres', 'SELECT current_user');
+	$node->safe_psql('postgres', 'CREATE ROLE lab_creator LOGIN CREATEDB');
+	my @as_creator = (extra_params => [ '-U', 'lab_creator' ]);
+	for my $db ("dbname=postgres user=$su", "host=/nonexistent port=1 dbname=postgres user=$su")
+	{
+		(my $ident = $db) =~ s/"/""/g;
+		$node->safe_psql('postgres', qq{CREATE DATABASE "$ident"}, @as_creator);
+		$node->safe_psql($db, 'CREATE EXTENSION pg_dtx');
+		is($node->safe_psql($db, 'SELECT current_user || \'|\' || current_database()', @as_creator),
+			"lab_creator|$db", "names: lab_creator is connected to database \"$db\"");
+
+		my ($state, $msg) = psql_error($node,
+			q{SELECT * FROM dtx.lab_run('{"setup": "ALTER ROLE lab_creator SUPERUSER", "steps": [["T1", "select current_user"]]}')},
+			db => $db, @as_creator);
+		is($state, '42501', "names ($db): the setup ALTER ROLE ... SUPERUSER fails with 42501 ($msg)");
+		is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'lab_creator'}),
+			'f', "names ($db): lab_creator is not superuser afterwards");
+
+		is($node->safe_psql($db, q{SELECT string_agg(format('%s|%s|%s|%s', step, session, outcome, result), E'\n')
+			FROM dtx.lab_run('{"setup": "create table who as select current_user::text as u, current_database()::text as d, inet_server_port() as p",
+			                   "steps": [["T1", "select current_user, current_database(), inet_server_port()"]]}')}, @as_creator),
+			join("\n", "1|T1|ok|(lab_creator,$db,null)", "||final|(lab_creator,$db,null)"),
+			"names ($db): the admin connection and the session ran as lab_creator in database \"$db\", over the Unix socket");
+		is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'lab_creator'}),
+			'f', "names ($db): lab_creator is still not superuser");
+	}
+	is(lab_schemas($node), '', 'names: no scratch schema left in postgres');
+	no_lab_backends_ok($node, 'names: no lab session left');
+}
+$secs{names} = time - $t6;
+
+# ---------------------------------------------------------------------
+# 7. COPY in a schedule.  The lab has no data to send and nowhere to put
+# rows: COPY FROM STDIN is failed, the rows of COPY TO STDOUT are read and
+# dropped, and the statement is reported as an error 0A000; the session
+# goes on.  In setup the call fails with 0A000; in teardown it is reported.
+# A COPY step still streaming rows ends on statement_timeout, on a cancel
+# and on a terminate of the caller.  (Before, every result loop took the
+# COPY result for a new result and spun forever at 100% CPU, deaf to
+# statement_timeout, cancel and terminate: each call here is bounded, and
+# a spinning instance is restarted so that the rest of the test can run.)
+my $t7 = time;
+{
+	my $COPY_IN = 'COPY FROM STDIN is not supported in the isolation lab; the statement was failed';
+	my $COPY_OUT = 'COPY TO STDOUT is not supported in the isolation lab; its rows were discarded';
+	# the report of a schedule as step|session|outcome|result|sqlstate|message
+	my $report = sub {
+		return q{SELECT string_agg(format('%s|%s|%s|%s|%s|%s', step, session, outcome, result, sqlstate, message), E'\n') FROM dtx.lab_run('}
+		  . $_[0] . q{')};
+	};
+
+	# run sql as lab_alice, at most $secs seconds: (stderr, stdout, timed out)
+	my $bounded = sub {
+		my ($sql, $secs) = @_;
+		my ($out, $err, $timed_out) = ('', '', 0);
+		$node->psql('postgres', "\\set VERBOSITY verbose\n$sql",
+			stdout => \$out, stderr => \$err,
+			timeout => $secs, timed_out => \$timed_out,
+			extra_params => [ '-U', 'lab_alice' ]);
+		if ($timed_out)
+		{
+			# the caller backend still spins: only a restart ends it
+			$node->stop('immediate');
+			$node->start;
+		}
+		return ($err, $out, $timed_out);
+	};
+
+	my ($err, $out, $to) = $bounded->($report->(
+		'{"steps": [["T1", "copy (select 1) to stdout"], ["T1", "select 2"]]}'), 60);
+	ok(!$to, 'copy: COPY TO STDOUT as a step returns');
+	is($err, '', 'copy: ... without an error of the call');
+	is($out, join("\n", "1|T1|error|COPY 1|0A000|$COPY_OUT", '2|T1|ok|2||'),
+		'copy: ... reported as 0A000 (rows discarded), and the session runs the next step');
+
+	($err, $out, $to) = $bounded->($report->(
+		'{"setup": "create table t (id int)",
+		  "steps": [["T1", "begin"], ["T1", "copy t from stdin"], ["T1", "select 2"], ["T1", "rollback"],
+		            ["T2", "copy (select g from generate_series(1, 200000) g) to stdout; select 3"],
+		            ["T2", "copy t from stdin; select 4"],
+		            ["T2", "select count(*) from t"]]}'), 60);
+	ok(!$to, 'copy: COPY FROM STDIN and a long COPY TO STDOUT as steps return');
+	is($err, '', 'copy: ... without an error of the call');
+	is($out, join("\n",
+			'1|T1|ok|BEGIN||',
+			"2|T1|error||0A000|$COPY_IN",
+			'3|T1|error||25P02|current transaction is aborted, commands ignored until end of transaction block',
+			'4|T1|ok|ROLLBACK||',
+			"5|T2|error|3|0A000|$COPY_OUT",
+			"6|T2|error||0A000|$COPY_IN",
+			'7|T2|ok|0||',
+			'||final|(no rows)||'),
+		'copy: ... COPY FROM STDIN failed (its transaction aborted), 200000 rows discarded and the statement after it run, nothing loaded');
+
+	($err, $out, $to) = $bounded->(
+		q{SELECT * FROM dtx.lab_run('{"setup": ["create table t (id int)", "copy t from stdin"], "steps": [["T1", "select 1"]]}')}, 60);
+	ok(!$to, 'copy: COPY FROM STDIN in setup returns');
+	like($err, qr/ERROR:\s+0A000: setup failed: \Q$COPY_IN\E/, 'copy: ... the call fails with 0A000');
+	like($err, qr/HINT:\s+Load data with INSERT/, 'copy: ... with a hint');
+
+	($err, $out, $to) = $bounded->($report->(
+		'{"setup": "create table t (id int)", "steps": [["T1", "select 1"]],
+		  "teardown": ["copy t to stdout", "copy t from stdin", "drop table t"]}'), 60);
+	ok(!$to, 'copy: COPY in teardown returns');
+	is($err, '', 'copy: ... without an error of the call');
+	is($out, join("\n", '1|T1|ok|1||',
+			"||final|(no rows)||",
+			"|(teardown)|error||0A000|$COPY_OUT",
+			"|(teardown)|error||0A000|$COPY_IN"),
+		'copy: ... each COPY reported as a teardown error (0A000), the next teardown statement run');
+
+	# a COPY step that streams rows for a long time: statement_timeout,
+	# cancel and terminate each end the call
+	# (generate_series in the select list streams its rows; in FROM it
+	# would first materialize them all)
+	my $ENDLESS = q{SELECT * FROM dtx.lab_run('{"steps": [["T1", "copy (select generate_series(1, 1000000000)) to stdout"]], "timeout_ms": 600000}')};
+	($err, $out, $to) = $bounded->("SET statement_timeout = '2s';\n$ENDLESS", 60);
+	ok(!$to, 'copy: an endless COPY step ends on statement_timeout');
+	like($err, qr/ERROR:\s+57014: canceling statement due to statement timeout/, 'copy: ... with 57014');
+	is(lab_schemas($node), '', 'copy: ... no scratch schema left');
+	no_lab_backends_ok($node, 'copy: ... no lab session left');
+
+	for my $how ('cancel', 'terminate')
+	{
+		my ($bg, $pid) = bg_session($node, 'lab_alice');
+		my $m = bg_start($bg, $ENDLESS);
+		ok($node->poll_query_until('postgres', q{
+			SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			                WHERE application_name = 'pg_dtx lab T1' AND state = 'active'
+			                  AND query LIKE 'copy %'
+			                  AND clock_timestamp() - query_start > interval '1 second')}),
+			"copy $how: the COPY step has been streaming rows for a second");
+		is($node->safe_psql('postgres', "SELECT pg_${how}_backend($pid)"), 't', "copy $how: pg_${how}_backend of the caller");
+		my $ended = 0;
+		for (1 .. 600)
+		{
+			my $state = $node->safe_psql('postgres', "SELECT coalesce((SELECT state FROM pg_stat_activity WHERE pid = $pid), 'gone')");
+			if ($state eq ($how eq 'cancel' ? 'idle' : 'gone'))
+			{
+				$ended = 1;
+				last;
+			}
+			Time::HiRes::usleep(50_000);
+		}
+		ok($ended, "copy $how: the call ends within 30 s");
+		if (!$ended)
+		{
+			# the restart first: psql would wait for the spinning backend
+			$node->stop('immediate');
+			$node->start;
+			bg_quit($bg);
+			next;
+		}
+		my ($o, $e) = bg_finish($bg, $m);
+		like($e, $how eq 'cancel'
+			  ? qr/ERROR:\s+57014: canceling statement due to user request/
+			  : qr/FATAL:\s+57P01: terminating connection due to administrator command/,
+			"copy $how: ... with " . ($how eq 'cancel' ? '57014' : 'FATAL 57P01'));
+		bg_quit($bg);
+		if ($how eq 'cancel')
+		{
+			is(lab_schemas($node), '', 'copy cancel: no scratch schema left');
+		}
+		else
+		{
+			# terminated: no cleanup ran (as in part 3); the next call of
+			# the role sweeps the schema
+			is($node->safe_psql('postgres',
+					q{SELECT format('%s|%s|%s', step, outcome, result) FROM dtx.lab_run('{"steps": [["A", "select 5"]]}')},
+					extra_params => [ '-U', 'lab_alice' ]),
+				'1|ok|5', 'copy terminate: the role runs the lab again');
+			is(lab_schemas($node), '', 'copy terminate: ... which swept the leftover schema');
+		}
+		no_lab_backends_ok($node, "copy $how: no lab session left");
+	}
+}
+$secs{copy} = time - $t7;
 $node->stop;
 
 # ---------------------------------------------------------------------
@@ -499,7 +693,7 @@ ok($hn->poll_query_until('postgres', "SELECT current_setting('dtx.lab_conninfo')
 $hn->stop;
 $secs{hba} = time - $t2;
 
-diag(sprintf('report: standby %.0f s, pg_hba %.0f s, terminated caller %.0f s, concurrent runs %.0f s, cancel %.0f s; total %.0f s',
-	@secs{qw(standby hba terminate concurrent cancel)}, time - $t_start));
+diag(sprintf('report: standby %.0f s, pg_hba %.0f s, terminated caller %.0f s, concurrent runs %.0f s, cancel %.0f s, names %.0f s, copy %.0f s; total %.0f s',
+	@secs{qw(standby hba terminate concurrent cancel names copy)}, time - $t_start));
 
 done_testing();
