@@ -4,6 +4,21 @@
 -- and promotion in test/t/005_leases.pl.)
 --
 
+-- dtx.lease_status in a database that has not used leases since the start
+-- reads the durable row: no token yet, and no relcache reference leaked
+-- (a WARNING at the end of the transaction if one were)
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE dtx_regress_fresh;
+\c dtx_regress_fresh
+CREATE EXTENSION pg_dtx;
+SELECT next_token, reserved_through, grace_until FROM dtx.lease_status;
+BEGIN;
+SELECT next_token IS NULL AS unused FROM dtx.lease_status;
+SELECT next_token IS NULL AS unused FROM dtx.lease_status;
+COMMIT;
+\c :regress_db
+DROP DATABASE dtx_regress_fresh;
+
 -- tokens start at 1 in a new database and increase by one per grant
 SELECT token, expires_at > now() + interval '50 s' AS expires_in_a_minute
   FROM dtx.lease_acquire('job:nightly', '1 min', holder => 'worker-1');

@@ -1573,9 +1573,12 @@ dtx_lease_status(PG_FUNCTION_ARGS)
 	{
 		/* not used since the start: show the durable row, change nothing */
 		Relation	rel;
+		HeapTuple	row;
 		FormData_lease_tokens *f;
 
-		f = (FormData_lease_tokens *) GETSTRUCT(lease_row_open(&rel, AccessShareLock));
+		/* one call: GETSTRUCT() evaluates its argument twice */
+		row = lease_row_open(&rel, AccessShareLock);
+		f = (FormData_lease_tokens *) GETSTRUCT(row);
 		reserved = f->reserved;
 		horizon = f->horizon;
 		max_ttl_us = f->max_ttl_us;
@@ -1589,6 +1592,7 @@ dtx_lease_status(PG_FUNCTION_ARGS)
 		}
 		SpinLockRelease(&ls->mutex);
 		table_close(rel, AccessShareLock);
+		heap_freetuple(row);
 		nulls[0] = true;		/* drawn from reserved + 1 at first use */
 	}
 
