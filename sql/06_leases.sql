@@ -150,6 +150,21 @@ COMMIT;
 SELECT relid::regclass, resource, token FROM dtx.fence_marks;
 SELECT expect_error($$SET dtx.fencing_token = 'abc'$$);
 SELECT expect_error($$SET dtx.fencing_token = '-5'$$);
+-- dtx.fencing_token is read as bigint input is: blanks are allowed on both
+-- sides of the number, not inside it
+BEGIN;
+SET LOCAL dtx.fencing_token = '38 ';
+UPDATE acct SET balance = 5 WHERE id = 1;
+SET LOCAL dtx.fencing_token = ' +38';
+UPDATE acct SET balance = balance + 1 WHERE id = 1;
+SET LOCAL dtx.fencing_token = '  ';
+SELECT expect_error($$UPDATE acct SET balance = 7 WHERE id = 1$$) AS blank_is_unset;
+COMMIT;
+SELECT balance, fence_token FROM acct WHERE id = 1;
+SELECT expect_error($$SET dtx.fencing_token = '38 39'$$);
+SELECT expect_error($$SET dtx.fencing_token = '38x'$$);
+SELECT expect_error($$SET dtx.fencing_token = '0'$$);
+SELECT expect_error($$SET dtx.fencing_token = '9223372036854775808'$$);
 
 -- one mark per resource when there is a resource column
 CREATE TABLE jobs (queue text, id int, state text, fence_token bigint, PRIMARY KEY (queue, id));

@@ -138,22 +138,53 @@ dtx_fence_xact_reset(void)
 		(void) hash_search(fence_seen, &e->key, HASH_REMOVE, NULL);
 }
 
-static bool
-check_fencing_token(char **newval, void **extra, GucSource source)
+/*
+ * dtx.fencing_token is read as int8 input is: white space is allowed on
+ * both sides of an optional sign and decimal digits.  The check hook
+ * refuses anything else; the assign hook keeps the number in
+ * fence_token_value for the trigger (0: not set).
+ */
+static int64 fence_token_value = 0;
+
+/* the token in s: > 0; 0 if s is empty or blank; -1 if not a valid token */
+static int64
+fence_parse_token(const char *s)
 {
 	int64		v;
 	char	   *end;
 
-	if (*newval == NULL || **newval == '\0')
-		return true;
+	if (s == NULL)
+		return 0;
+	while (isspace((unsigned char) *s))
+		s++;
+	if (*s == '\0')
+		return 0;
 	errno = 0;
-	v = strtoi64(*newval, &end, 10);
-	if (errno != 0 || *end != '\0' || v <= 0)
+	v = strtoi64(s, &end, 10);
+	if (end == s || errno != 0)
+		return -1;
+	while (isspace((unsigned char) *end))
+		end++;
+	if (*end != '\0' || v <= 0)
+		return -1;
+	return v;
+}
+
+static bool
+check_fencing_token(char **newval, void **extra, GucSource source)
+{
+	if (fence_parse_token(*newval) < 0)
 	{
 		GUC_check_errdetail("dtx.fencing_token must be a positive bigint, or empty.");
 		return false;
 	}
 	return true;
+}
+
+static void
+assign_fencing_token(const char *newval, void *extra)
+{
+	fence_token_value = fence_parse_token(newval);
 }
 
 void
@@ -165,7 +196,7 @@ dtx_fence_define_gucs(void)
 							   &dtx_fencing_token,
 							   "",
 							   PGC_USERSET, 0,
-							   check_fencing_token, NULL, NULL);
+							   check_fencing_token, assign_fencing_token, NULL);
 }
 
 /* the OIDs of dtx.fence_marks and its primary key, into locals */
@@ -532,9 +563,9 @@ dtx_fence_check(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("dtx.fence_check() fires on INSERT, UPDATE and DELETE only")));
 
-	if (dtx_fencing_token && dtx_fencing_token[0] != '\0')
+	if (fence_token_value > 0)
 	{
-		token = strtoi64(dtx_fencing_token, NULL, 10);
+		token = fence_token_value;
 		if (newtup)
 		{
 			bool		isnull;
