@@ -17,7 +17,7 @@ SELECT next_token IS NULL AS unused FROM dtx.lease_status;
 SELECT next_token IS NULL AS unused FROM dtx.lease_status;
 COMMIT;
 \c :regress_db
-DROP DATABASE dtx_regress_fresh;
+DROP DATABASE dtx_regress_fresh WITH (FORCE);
 
 -- tokens start at 1 in a new database and increase by one per grant
 SELECT token, expires_at > now() + interval '50 s' AS expires_in_a_minute
@@ -61,6 +61,58 @@ SELECT next_token, reserved_through, max_ttl, grace_until, leases_in_use, max_le
 -- session leases go away with the session (as advisory locks do)
 SELECT token IS NOT NULL AS got FROM dtx.lease_acquire('sess', '1 min', session => true);
 SELECT state, pid = pg_backend_pid() AS mine FROM dtx.leases WHERE name = 'sess';
+
+-- a lease belongs to the role that acquired it: other roles see it but not
+-- its token, and cannot renew or release it, whatever token they bring
+CREATE ROLE regress_lease_app;
+CREATE ROLE regress_lease_other;
+CREATE TABLE guarded (shard text PRIMARY KEY, v int, fence_token bigint);
+SELECT dtx.fence_table('guarded', 'shard', rule => 'holder');
+GRANT INSERT, UPDATE ON guarded TO regress_lease_app, regress_lease_other;
+SET ROLE regress_lease_app;
+SELECT token AS app_token FROM dtx.lease_acquire('billing', '1 min') \gset
+SELECT name, role, token = :app_token AS token_shown FROM dtx.leases WHERE name = 'billing';
+INSERT INTO guarded VALUES ('billing', 1, :app_token);
+RESET ROLE;
+SET ROLE regress_lease_other;
+SELECT name, role, state, token FROM dtx.leases WHERE name = 'billing';
+-- the attack of issue 13: the token read from dtx.leases, then the real one
+SELECT expect_error($$SELECT dtx.lease_release('billing', (SELECT token FROM dtx.leases WHERE name = 'billing'))$$);
+SELECT dtx.lease_release('billing', :app_token);
+SELECT expect_error(format('SELECT dtx.lease_renew(%L, %s, %L)', 'billing', :app_token, '1 min'));
+SELECT expect_error(format('SELECT dtx.lease_release(%L, %s)', 'billing', :app_token + 1000));
+SELECT expect_error(format('UPDATE guarded SET v = 2, fence_token = %s', :app_token));
+SELECT * FROM dtx.lease_acquire('billing', '1 min');
+-- a lease nobody holds: release says false, renew DX011, as for anyone
+SELECT dtx.lease_release('nobody-holds-this', 1) AS released;
+SELECT expect_error($$SELECT dtx.lease_renew('nobody-holds-this', 1, '1 min')$$);
+RESET ROLE;
+-- still app's lease, with its token
+SELECT name, role, state, token = :app_token AS same_token FROM dtx.leases WHERE name = 'billing';
+-- a member of the role has its privileges: sees the token, renews, writes, releases
+GRANT regress_lease_app TO regress_lease_other;
+SET ROLE regress_lease_other;
+SELECT token = :app_token AS token_shown FROM dtx.leases WHERE name = 'billing';
+SELECT dtx.lease_renew('billing', :app_token, '1 min') > now() AS renewed;
+UPDATE guarded SET v = 3, fence_token = :app_token;
+SELECT dtx.lease_release('billing', :app_token) AS released;
+RESET ROLE;
+REVOKE regress_lease_app FROM regress_lease_other;
+-- superusers may act on any lease; a lease whose role was dropped is theirs alone
+SET ROLE regress_lease_app;
+SELECT token AS app_token FROM dtx.lease_acquire('billing', '1 min') \gset
+RESET ROLE;
+SELECT dtx.lease_renew('billing', :app_token, '1 min') > now() AS superuser_renewed;
+DROP TABLE guarded;
+DROP ROLE regress_lease_app;
+SELECT name, role, state, token = :app_token AS token_shown FROM dtx.leases WHERE name = 'billing';
+SET ROLE regress_lease_other;
+\set VERBOSITY terse
+SELECT dtx.lease_release('billing', :app_token);
+\set VERBOSITY default
+RESET ROLE;
+SELECT dtx.lease_release('billing', :app_token) AS superuser_released;
+DROP ROLE regress_lease_other;
 
 -- bad input: each is an error with an SQLSTATE
 SELECT expect_error($$SELECT dtx.lease_acquire(NULL, '1 min')$$);

@@ -54,6 +54,7 @@
 #include "nodes/bitmapset.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/syscache.h"
@@ -450,15 +451,34 @@ fence_monotonic(Relation rel, Oid relid, const char *resource, int64 token)
 		seen->token = token;
 }
 
+/*
+ * fence_holder: rule 'holder' for one resource.  The token must hold the
+ * lease, and the writer must have the privileges of the role holding it,
+ * as for lease_renew and lease_release (tokens are consecutive numbers and
+ * readable in the fenced rows: the token alone proves nothing).
+ */
 static void
 fence_holder(Relation rel, const char *resource, int64 token)
 {
 	int64		current;
+	Oid			role;
 	DtxLeaseCheck r = dtx_lease_check(resource, strlen(resource), token,
-									  &current);
+									  &current, &role);
 
 	if (r == DTX_LEASE_OK)
-		return;
+	{
+		char	   *rolename;
+
+		if (role == GetUserId() || has_privs_of_role(GetUserId(), role))
+			return;
+		rolename = GetUserNameFromId(role, true);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to write to table %s with the token of lease \"%s\"",
+						RelationGetRelationName(rel), resource),
+				 errdetail("The lease is held by role \"%s\"; only roles with its privileges and superusers may write with its token.",
+						   rolename ? rolename : "?")));
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_DTX_STALE_FENCING_TOKEN),
 			 errmsg("fencing token " INT64_FORMAT " does not hold lease \"%s\" for table %s",

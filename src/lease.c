@@ -21,6 +21,12 @@
  * in the grantee's TTL (the grantee was frozen) lapses like an expired
  * lease.
  *
+ * A lease belongs to the role that acquired it (current_user): only roles
+ * with the privileges of that role (members that inherit it, superusers)
+ * see its token in dtx.leases, renew or release it, or write with its token
+ * to a table fenced with rule 'holder'.  The token alone is not enough: it
+ * is a small, consecutive number, and fenced tables store it in their rows.
+ *
  * Tokens come from a per-database counter.  Before a token is handed out,
  * a range that contains it has been reserved durably: the row of
  * dtx.lease_tokens is updated in place (WAL-logged, like VACUUM's updates
@@ -66,6 +72,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -109,6 +116,8 @@ typedef struct Lease
 	int64		expires_mono;	/* µs on CLOCK_MONOTONIC */
 	int			owner;			/* pgprocno: grantee, or session owner; -1 */
 	int			owner_pid;		/* holder's pid when acquired */
+	Oid			role;			/* role of the holder or grantee; InvalidOid
+								 * when free */
 	bool		session;		/* released when the owner's session ends */
 	int			head;			/* FIFO queue of waiters (pgprocno), -1 */
 	int			tail;
@@ -124,6 +133,7 @@ typedef struct LeaseWaiter
 	int64		deadline;		/* gives up then (monotonic µs) */
 	bool		session;
 	int			pid;
+	Oid			role;			/* current_user of the waiting acquire */
 	char		holder[DTX_LEASE_HOLDER_MAX + 1];
 } LeaseWaiter;
 
@@ -752,6 +762,54 @@ lease_dequeue(Lease *l, int procno)
 }
 
 /*
+ * lease_set_role records who holds (or is being handed) a lease; called
+ * under the lease's partition lock whenever that changes, InvalidOid when
+ * the holding ends.
+ */
+static void
+lease_set_role(Lease *l, Oid role)
+{
+	l->role = role;
+}
+
+/*
+ * lease_check_role raises 42501 unless the current user has the privileges
+ * of 'role', which holds (or is being handed) lease key.  Catalog lookups:
+ * call it without the partition lock, then look at the lease again.
+ */
+static void
+lease_check_role(LeaseKey *key, Oid role, const char *action)
+{
+	char	   *rolename;
+
+	if (has_privs_of_role(GetUserId(), role))
+		return;
+	rolename = GetUserNameFromId(role, true);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to %s lease \"%s\"", action, key->name),
+			 rolename ?
+			 errdetail("The lease is held by role \"%s\"; only roles with its privileges and superusers may %s it.",
+					   rolename, action) :
+			 errdetail("The lease is held by a dropped role (OID %u); only superusers may %s it.",
+					   role, action)));
+}
+
+/*
+ * lease_foreign_role: the role to check before acting on l with a token,
+ * or InvalidOid when there is nothing to check (free, ours, or already
+ * checked in this call).
+ */
+static Oid
+lease_foreign_role(Lease *l, Oid checked)
+{
+	if (l == NULL || l->state == LEASE_FREE || !OidIsValid(l->role) ||
+		l->role == GetUserId() || l->role == checked)
+		return InvalidOid;
+	return l->role;
+}
+
+/*
  * lease_free_locked ends the current holding (release, expiry taken over,
  * break): the head waiter is granted the lease and woken, alone; with no
  * waiter the entry goes away.
@@ -768,6 +826,7 @@ lease_free_locked(Lease *l, uint32 hash, int64 now)
 		l->state = LEASE_GRANTING;
 		l->owner = h;
 		l->owner_pid = w->pid;
+		lease_set_role(l, w->role);
 		l->session = w->session;
 		l->token = 0;
 		l->acquired_at = 0;
@@ -777,8 +836,11 @@ lease_free_locked(Lease *l, uint32 hash, int64 now)
 		set_proc_latch(h);
 	}
 	else
+	{
+		lease_set_role(l, InvalidOid);
 		(void) hash_search_with_hash_value(lease_htab, &l->key, hash,
 										   HASH_REMOVE, NULL);
+	}
 }
 
 /*
@@ -802,6 +864,7 @@ lease_sweep(void)
 		if (l->head < 0 &&
 			(l->state == LEASE_FREE || l->expires_mono <= now))
 		{
+			lease_set_role(l, InvalidOid);
 			(void) hash_search(lease_htab, &l->key, HASH_REMOVE, NULL);
 			removed++;
 		}
@@ -857,6 +920,7 @@ lease_enter(LeaseKey *key, uint32 hash)
 		l->token = 0;
 		l->owner = -1;
 		l->owner_pid = 0;
+		l->role = InvalidOid;
 		l->session = false;
 		l->head = l->tail = -1;
 		l->nwaiters = 0;
@@ -1030,6 +1094,7 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 	w->deadline = deadline;
 	w->session = session;
 	w->pid = MyProcPid;
+	w->role = GetUserId();
 	strlcpy(w->holder, holder, sizeof(w->holder));
 	LWLockRelease(lock);
 
@@ -1090,6 +1155,7 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 				l->expires_mono = now + ttl_us;
 				l->owner = session ? me : -1;
 				l->owner_pid = MyProcPid;
+				lease_set_role(l, w->role);
 				l->session = session;
 				strlcpy(l->holder, holder, sizeof(l->holder));
 				/*
@@ -1286,6 +1352,8 @@ PG_FUNCTION_INFO_V1(dtx_lease_renew);
 /*
  * dtx.lease_renew(name, token, ttl) → new expires_at.  Compare-and-set on
  * (name, token); a lease that expired or changed hands fails with DX011.
+ * A lease held by a role whose privileges the caller does not have fails
+ * with 42501 whatever the token.
  */
 Datum
 dtx_lease_renew(PG_FUNCTION_ARGS)
@@ -1297,6 +1365,7 @@ dtx_lease_renew(PG_FUNCTION_ARGS)
 	uint32		hash;
 	LWLock	   *lock;
 	TimestampTz expires_at;
+	Oid			checked = InvalidOid;
 
 	lock = lease_name_arg(fcinfo, &key, &hash);
 	dtx_check_not_null(fcinfo, 1, "token");
@@ -1311,12 +1380,20 @@ dtx_lease_renew(PG_FUNCTION_ARGS)
 		TimestampTz wall;
 		bool		covered;
 		char	   *detail = NULL;
+		Oid			role;
 
 		lease_ensure(db, ttl_us);
 		LWLockAcquire(lock, LW_EXCLUSIVE);
 		now = mono_now();
 		wall = GetCurrentTimestamp();
 		l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
+		if (OidIsValid(role = lease_foreign_role(l, checked)))
+		{
+			LWLockRelease(lock);
+			lease_check_role(&key, role, "renew");
+			checked = role;
+			continue;
+		}
 		if (l == NULL || l->state == LEASE_FREE)
 			detail = pstrdup("Nobody holds it.");
 		else if (l->state == LEASE_GRANTING)
@@ -1353,7 +1430,8 @@ PG_FUNCTION_INFO_V1(dtx_lease_release);
 
 /*
  * dtx.lease_release(name, token) → true if the lease was held with that
- * token and had not expired.  The next waiter, if any, gets it.
+ * token and had not expired.  The next waiter, if any, gets it.  As for
+ * renew, the caller needs the privileges of the holding role (42501).
  */
 Datum
 dtx_lease_release(PG_FUNCTION_ARGS)
@@ -1364,14 +1442,24 @@ dtx_lease_release(PG_FUNCTION_ARGS)
 	LWLock	   *lock;
 	Lease	   *l;
 	bool		released = false;
+	Oid			checked = InvalidOid;
+	Oid			role;
 
 	lock = lease_name_arg(fcinfo, &key, &hash);
 	dtx_check_not_null(fcinfo, 1, "token");
 	token = PG_GETARG_INT64(1);
 	(void) lease_db(true);
 
-	LWLockAcquire(lock, LW_EXCLUSIVE);
-	l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
+	for (;;)
+	{
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
+		if (!OidIsValid(role = lease_foreign_role(l, checked)))
+			break;
+		LWLockRelease(lock);
+		lease_check_role(&key, role, "release");
+		checked = role;
+	}
 	if (l && l->state == LEASE_HELD && l->token == token)
 	{
 		int64		now = mono_now();
@@ -1434,10 +1522,12 @@ dtx_lease_break(PG_FUNCTION_ARGS)
 /*
  * dtx_lease_check: the holder rule of fenced tables.  Is lease 'name' of
  * this database held with 'token', unexpired?  *current gets the token it
- * is held with (0 if none).
+ * is held with (0 if none), *role the role holding it (InvalidOid if none);
+ * the caller checks that the writer has that role's privileges.
  */
 DtxLeaseCheck
-dtx_lease_check(const char *name, int len, int64 token, int64 *current)
+dtx_lease_check(const char *name, int len, int64 token, int64 *current,
+				Oid *role)
 {
 	LeaseKey	key;
 	uint32		hash;
@@ -1446,6 +1536,7 @@ dtx_lease_check(const char *name, int len, int64 token, int64 *current)
 	DtxLeaseCheck result = DTX_LEASE_NOT_HELD;
 
 	*current = 0;
+	*role = InvalidOid;
 	if (len <= 0 || len > DTX_LEASE_NAME_MAX)
 		return DTX_LEASE_NOT_HELD;
 	memset(&key, 0, sizeof(key));
@@ -1460,6 +1551,7 @@ dtx_lease_check(const char *name, int len, int64 token, int64 *current)
 	if (l && l->state == LEASE_HELD)
 	{
 		*current = l->token;
+		*role = l->role;
 		if (l->token != token)
 			result = DTX_LEASE_OTHER_TOKEN;
 		else if (l->expires_mono <= mono_now())
@@ -1475,7 +1567,9 @@ PG_FUNCTION_INFO_V1(dtx_leases);
 
 /*
  * dtx.leases(): the leases of this database that are held, being handed
- * over, or waited for.  Backs the dtx.leases view.
+ * over, or waited for.  Backs the dtx.leases view.  The token is shown
+ * only to roles with the privileges of the holding role (superusers
+ * included), NULL to others.
  */
 Datum
 dtx_leases(PG_FUNCTION_ARGS)
@@ -1508,10 +1602,11 @@ dtx_leases(PG_FUNCTION_ARGS)
 
 	for (i = 0; i < n; i++)
 	{
-		Datum		values[8];
-		bool		nulls[8];
+		Datum		values[9];
+		bool		nulls[9];
 		bool		live;
 		const char *state;
+		char	   *rolename;
 
 		l = &copies[i];
 		live = l->state != LEASE_FREE && l->expires_mono > now;
@@ -1529,8 +1624,19 @@ dtx_leases(PG_FUNCTION_ARGS)
 		values[5] = TimestampTzGetDatum(l->expires_at);
 		values[6] = Int32GetDatum(l->nwaiters);
 		values[7] = Int32GetDatum(l->owner_pid);
+		rolename = OidIsValid(l->role) ? GetUserNameFromId(l->role, true) : NULL;
+		if (rolename)
+		{
+			Name		n = palloc0(NAMEDATALEN);
+
+			namestrcpy(n, rolename);
+			values[8] = NameGetDatum(n);
+		}
+		nulls[8] = rolename == NULL;
 		if (l->state != LEASE_HELD)
 			nulls[3] = nulls[4] = nulls[5] = true;
+		else if (!has_privs_of_role(GetUserId(), l->role))
+			nulls[3] = true;	/* the token is the holder's business */
 		if (l->state == LEASE_FREE)
 			nulls[2] = nulls[7] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

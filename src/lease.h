@@ -35,6 +35,6 @@ typedef enum DtxLeaseCheck
 } DtxLeaseCheck;
 
 extern DtxLeaseCheck dtx_lease_check(const char *name, int len, int64 token,
-									 int64 *current);
+									 int64 *current, Oid *role);
 
 #endif							/* DTX_LEASE_H */
