@@ -114,6 +114,54 @@ RESET ROLE;
 SELECT dtx.lease_release('billing', :app_token) AS superuser_released;
 DROP ROLE regress_lease_other;
 
+-- quotas for roles that are not superuser: dtx.max_leases_per_role leases
+-- at once (all databases), TTLs up to dtx.lease_user_max_ttl (default 5 min)
+CREATE ROLE regress_lease_flood;
+CREATE ROLE regress_lease_other;
+SHOW dtx.max_leases_per_role;
+SHOW dtx.lease_user_max_ttl;
+SET dtx.max_leases_per_role = 5;
+SET ROLE regress_lease_flood;
+-- the flood of issue 13
+SELECT expect_error($$SELECT count(*) FROM generate_series(1, 5000) g, LATERAL dtx.lease_acquire('flood' || g, '1h')$$);
+SELECT expect_error($$SELECT count(*) FROM generate_series(1, 5000) g, LATERAL dtx.lease_acquire('flood' || g, '1 min')$$);
+SELECT count(*) AS held FROM dtx.leases WHERE name LIKE 'flood%';
+SELECT * FROM dtx.lease_acquire('flood-more', '1 min');
+SELECT * FROM dtx.lease_acquire('flood-more', '1 min', wait => '1 min');
+-- renewals are bounded the same way
+SELECT token AS flood_token FROM dtx.leases WHERE name = 'flood1' \gset
+SELECT expect_error(format('SELECT dtx.lease_renew(%L, %s, %L)', 'flood1', :flood_token, '6 min'));
+SELECT dtx.lease_renew('flood1', :flood_token, '5 min') > now() AS renewed;
+-- the settings are the administrator's
+SELECT expect_error($$SET dtx.max_leases_per_role = -1$$);
+SELECT expect_error($$SET dtx.lease_user_max_ttl = '1h'$$);
+-- one released: room for one more
+SELECT dtx.lease_release('flood1', :flood_token) AS released;
+SELECT token IS NOT NULL AS got FROM dtx.lease_acquire('flood-more', '1 min');
+RESET ROLE;
+-- room for others
+SET ROLE regress_lease_other;
+SELECT token IS NOT NULL AS got FROM dtx.lease_acquire('not-a-flood', '1 min');
+RESET ROLE;
+-- superusers are bound by dtx.lease_max_ttl only
+SELECT count(*) FROM generate_series(1, 8) g, LATERAL dtx.lease_acquire('admin' || g, '30 min') WHERE token IS NOT NULL;
+-- expired leases do not count (they are swept when the quota is reached)
+SELECT count(dtx.lease_break(name)) FROM dtx.leases WHERE name LIKE 'flood%' OR name LIKE 'admin%' OR name = 'not-a-flood';
+SET ROLE regress_lease_flood;
+SELECT count(*) FROM generate_series(1, 5) g, LATERAL dtx.lease_acquire('brief' || g, '100 ms') WHERE token IS NOT NULL;
+SELECT pg_sleep(0.2);
+SELECT count(*) FROM generate_series(1, 5) g, LATERAL dtx.lease_acquire('flood' || g, '1 min') WHERE token IS NOT NULL;
+-- -1: no limit
+RESET ROLE;
+SET dtx.max_leases_per_role = -1;
+SET ROLE regress_lease_flood;
+SELECT count(*) FROM generate_series(6, 8) g, LATERAL dtx.lease_acquire('flood' || g, '1 min') WHERE token IS NOT NULL;
+RESET ROLE;
+RESET dtx.max_leases_per_role;
+SELECT count(dtx.lease_break(name)) FROM dtx.leases WHERE name LIKE 'flood%';
+DROP ROLE regress_lease_flood;
+DROP ROLE regress_lease_other;
+
 -- bad input: each is an error with an SQLSTATE
 SELECT expect_error($$SELECT dtx.lease_acquire(NULL, '1 min')$$);
 SELECT expect_error($$SELECT dtx.lease_acquire('', '1 min')$$);

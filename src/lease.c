@@ -27,6 +27,13 @@
  * to a table fenced with rule 'holder'.  The token alone is not enough: it
  * is a small, consecutive number, and fenced tables store it in their rows.
  *
+ * The table is shared by all databases, so a role that is not superuser
+ * may hold at most dtx.max_leases_per_role leases at once, and ask for TTLs
+ * up to dtx.lease_user_max_ttl (which bounds the grace period it can cause
+ * after a restart).  The leases of each role are counted in a second shared
+ * hash table, changed under its own lock whenever a lease changes role
+ * (lease_take_role), with a lease's partition lock held.
+ *
  * Tokens come from a per-database counter.  Before a token is handed out,
  * a range that contains it has been reserved durably: the row of
  * dtx.lease_tokens is updated in place (WAL-logged, like VACUUM's updates
@@ -90,6 +97,8 @@
 
 int			dtx_max_leases = 4096;
 int			dtx_lease_max_ttl = 3600;
+int			dtx_lease_user_max_ttl = 300;
+int			dtx_max_leases_per_role = 1024;
 
 typedef struct LeaseKey
 {
@@ -162,9 +171,17 @@ typedef struct LeaseDb
 	ConditionVariable cv;		/* signalled when 'reserving' clears */
 } LeaseDb;
 
+/* Leases held by (or being handed to) one role, in all databases */
+typedef struct LeaseRoleCount
+{
+	Oid			role;			/* hash key */
+	int			count;			/* > 0: entries with count 0 are removed */
+} LeaseRoleCount;
+
 typedef struct LeaseShared
 {
-	LWLockPadded *locks;		/* LEASE_PARTITIONS partition locks */
+	LWLockPadded *locks;		/* LEASE_PARTITIONS partition locks, then
+								 * the lock of the role counts */
 	slock_t		mutex;			/* protects epoch and db slot allocation */
 	TimestampTz epoch;			/* when leases could first be granted after
 								 * this server (re)started or was promoted */
@@ -187,6 +204,12 @@ static LeaseShared *ls = NULL;
 #define ATOMIC_GET(a)		((int64) pg_atomic_read_u64(&(a)))
 #define ATOMIC_SET(a, v)	pg_atomic_write_u64(&(a), (uint64) (v))
 static HTAB *lease_htab = NULL;
+static HTAB *lease_roles = NULL;	/* Oid → LeaseRoleCount, dtx_max_leases
+									 * entries: never full, as each role in
+									 * it holds a lease entry at least */
+
+#define LEASE_ROLES_LOCK	(&ls->locks[LEASE_PARTITIONS].lock)	/* taken
+									 * after a partition lock, never before */
 
 /* The wait of this backend in progress, for cleanup on error or exit */
 static struct
@@ -231,6 +254,22 @@ dtx_lease_define_gucs(void)
 							3600, 1, 365 * 86400,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dtx.lease_user_max_ttl",
+							"Longest TTL a role that is not superuser may acquire or renew a lease with.",
+							"The lower of it and dtx.lease_max_ttl applies. It bounds the grace period after a restart that ordinary roles can cause.",
+							&dtx_lease_user_max_ttl,
+							300, 1, 365 * 86400,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dtx.max_leases_per_role",
+							"Number of leases a role that is not superuser may hold at once (all databases).",
+							"-1 means no limit. Leases being handed to the role's waiters count.",
+							&dtx_max_leases_per_role,
+							1024, -1, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
 }
 
 static int
@@ -249,10 +288,12 @@ lease_shared_size(void)
 void
 dtx_lease_shmem_request(void)
 {
-	RequestAddinShmemSpace(add_size(lease_shared_size(),
+	RequestAddinShmemSpace(add_size(add_size(lease_shared_size(),
+											 hash_estimate_size(dtx_max_leases,
+																sizeof(Lease))),
 									hash_estimate_size(dtx_max_leases,
-													   sizeof(Lease))));
-	RequestNamedLWLockTranche("pg_dtx_leases", LEASE_PARTITIONS);
+													   sizeof(LeaseRoleCount))));
+	RequestNamedLWLockTranche("pg_dtx_leases", LEASE_PARTITIONS + 1);
 }
 
 static uint32
@@ -316,6 +357,13 @@ dtx_lease_shmem_startup(void)
 							   dtx_max_leases, dtx_max_leases, &info,
 							   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
 							   HASH_PARTITION | HASH_FIXED_SIZE);
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(Oid);
+	info.entrysize = sizeof(LeaseRoleCount);
+	lease_roles = ShmemInitHash("pg_dtx lease roles",
+								dtx_max_leases, dtx_max_leases, &info,
+								HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 }
 
 /*
@@ -761,15 +809,84 @@ lease_dequeue(Lease *l, int procno)
 	return prev < 0;
 }
 
+/* leases held by role now (the role lock held) */
+static int
+lease_role_count_locked(Oid role)
+{
+	LeaseRoleCount *c = hash_search(lease_roles, &role, HASH_FIND, NULL);
+
+	return c ? c->count : 0;
+}
+
 /*
- * lease_set_role records who holds (or is being handed) a lease; called
- * under the lease's partition lock whenever that changes, InvalidOid when
- * the holding ends.
+ * lease_take_role records that role holds (or is being handed) lease l,
+ * and counts it for the role; with limit >= 0, only if the role holds
+ * fewer than limit leases (returns false, changing nothing, otherwise).
+ * InvalidOid when the holding ends.  Called under the lease's partition
+ * lock whenever the role of a lease changes; never fails otherwise.
  */
+static bool
+lease_take_role(Lease *l, Oid role, int limit)
+{
+	LeaseRoleCount *c;
+	bool		found;
+
+	if (l->role == role)
+		return true;
+	LWLockAcquire(LEASE_ROLES_LOCK, LW_EXCLUSIVE);
+	if (OidIsValid(role) && limit >= 0 && lease_role_count_locked(role) >= limit)
+	{
+		LWLockRelease(LEASE_ROLES_LOCK);
+		return false;
+	}
+	if (OidIsValid(l->role) &&
+		(c = hash_search(lease_roles, &l->role, HASH_FIND, NULL)) != NULL &&
+		--c->count <= 0)
+		(void) hash_search(lease_roles, &l->role, HASH_REMOVE, NULL);
+	/* never NULL: a role in the table holds a lease entry at least */
+	if (OidIsValid(role) &&
+		(c = hash_search(lease_roles, &role, HASH_ENTER_NULL, &found)) != NULL)
+		c->count = found ? c->count + 1 : 1;
+	LWLockRelease(LEASE_ROLES_LOCK);
+	l->role = role;
+	return true;
+}
+
 static void
 lease_set_role(Lease *l, Oid role)
 {
-	l->role = role;
+	(void) lease_take_role(l, role, -1);
+}
+
+static int
+lease_role_count(Oid role)
+{
+	int			n;
+
+	LWLockAcquire(LEASE_ROLES_LOCK, LW_SHARED);
+	n = lease_role_count_locked(role);
+	LWLockRelease(LEASE_ROLES_LOCK);
+	return n;
+}
+
+static void
+lease_quota_exceeded(Oid role, int limit)
+{
+	char	   *rolename = GetUserNameFromId(role, true);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("role \"%s\" holds too many leases", rolename ? rolename : "?"),
+			 errdetail("dtx.max_leases_per_role is %d, in all databases together.",
+					   limit),
+			 errhint("Release leases, or ask an administrator to raise dtx.max_leases_per_role for the role.")));
+}
+
+/* the limit of dtx.max_leases_per_role for the current user; -1: none */
+static int
+lease_quota(void)
+{
+	return superuser() ? -1 : dtx_max_leases_per_role;
 }
 
 /*
@@ -1079,6 +1196,17 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 	int64		deadline;
 	bool		acquired = false;
 	bool		swept = false;
+	int			quota = lease_quota();
+	Oid			role = GetUserId();
+
+	/*
+	 * Over its quota, a role does not even queue: a lease it waited for
+	 * would be handed to it regardless (the holder releasing it cannot
+	 * fail).  Expired leases count until swept: sweep once before refusing.
+	 */
+	if (quota >= 0 && lease_role_count(role) >= quota &&
+		(lease_sweep() == 0 || lease_role_count(role) >= quota))
+		lease_quota_exceeded(role, quota);
 
 	deadline = mono_now();
 	deadline = (wait_us > PG_INT64_MAX - deadline) ? PG_INT64_MAX : deadline + wait_us;
@@ -1094,7 +1222,7 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 	w->deadline = deadline;
 	w->session = session;
 	w->pid = MyProcPid;
-	w->role = GetUserId();
+	w->role = role;
 	strlcpy(w->holder, holder, sizeof(w->holder));
 	LWLockRelease(lock);
 
@@ -1138,13 +1266,29 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 				 (w->queued ? l->head == me : l->head < 0)))
 			{
 				TimestampTz wall = GetCurrentTimestamp();
-				int64		t = lease_draw(db, wall + ttl_us);
+				int64		t;
 
+				t = lease_draw(db, wall + ttl_us);
 				if (t == 0)
 				{
 					/* range used up meanwhile: reserve, then try again */
 					LWLockRelease(lock);
 					continue;
+				}
+				/*
+				 * Within the quota (a lease handed to us counts already)?
+				 * If not, the token drawn is skipped: tokens only have to
+				 * increase.
+				 */
+				if (!mine && !lease_take_role(l, role, quota))
+				{
+					LWLockRelease(lock);
+					if (!swept && lease_sweep() > 0)
+					{
+						swept = true;
+						continue;
+					}
+					lease_quota_exceeded(role, quota);
 				}
 				if (w->queued)
 					(void) lease_dequeue(l, me);
@@ -1155,7 +1299,6 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 				l->expires_mono = now + ttl_us;
 				l->owner = session ? me : -1;
 				l->owner_pid = MyProcPid;
-				lease_set_role(l, w->role);
 				l->session = session;
 				strlcpy(l->holder, holder, sizeof(l->holder));
 				/*
@@ -1244,6 +1387,8 @@ static int64
 lease_ttl_arg(FunctionCallInfo fcinfo, int argno)
 {
 	int64		ttl;
+	int			limit = dtx_lease_max_ttl;
+	const char *setting = "dtx.lease_max_ttl";
 
 	dtx_check_not_null(fcinfo, argno, "ttl");
 	ttl = interval_usecs(PG_GETARG_INTERVAL_P(argno), "ttl");
@@ -1251,11 +1396,18 @@ lease_ttl_arg(FunctionCallInfo fcinfo, int argno)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("ttl must be positive")));
-	if (ttl > (int64) dtx_lease_max_ttl * USECS_PER_SEC)
+	if (dtx_lease_user_max_ttl < limit && !superuser())
+	{
+		limit = dtx_lease_user_max_ttl;
+		setting = "dtx.lease_user_max_ttl";
+	}
+	if (ttl > (int64) limit * USECS_PER_SEC)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("ttl is longer than dtx.lease_max_ttl"),
-				 errdetail("dtx.lease_max_ttl is %d s.", dtx_lease_max_ttl)));
+				 errmsg("ttl is longer than %s", setting),
+				 errdetail("%s is %d s.", setting, limit),
+				 errhint("Renew the lease with a shorter TTL more often, or ask an administrator to raise %s.",
+						 setting)));
 	return ttl;
 }
 
