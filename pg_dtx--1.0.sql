@@ -225,7 +225,7 @@ AS 'MODULE_PATHNAME', 'dtx_lease_renew'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION dtx.lease_renew(text, bigint, interval) IS
-  'extend a lease held with token to now + ttl; SQLSTATE DX011 if it is lost or expired';
+  'extend a lease held with token to now + ttl; SQLSTATE DX011 if it is lost or expired, 42501 if held by a role whose privileges the caller lacks';
 
 CREATE FUNCTION dtx.lease_release(name text, token bigint)
 RETURNS boolean
@@ -233,7 +233,7 @@ AS 'MODULE_PATHNAME', 'dtx_lease_release'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION dtx.lease_release(text, bigint) IS
-  'release a lease held with token, handing it to the next waiter; false if it was not held with that token (or had expired)';
+  'release a lease held with token, handing it to the next waiter; false if it was not held with that token (or had expired); 42501 if held by a role whose privileges the caller lacks';
 
 CREATE FUNCTION dtx.lease_break(name text)
 RETURNS bigint
@@ -248,17 +248,17 @@ REVOKE ALL ON FUNCTION dtx.lease_break(text) FROM PUBLIC;
 CREATE FUNCTION dtx.leases_list(
     OUT name text, OUT state text, OUT holder text, OUT token bigint,
     OUT acquired_at timestamptz, OUT expires_at timestamptz,
-    OUT waiters integer, OUT pid integer)
+    OUT waiters integer, OUT pid integer, OUT role name)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'dtx_leases'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE VIEW dtx.leases AS
-SELECT name, holder, token, acquired_at, expires_at, waiters, state, pid
+SELECT name, holder, role, token, acquired_at, expires_at, waiters, state, pid
   FROM dtx.leases_list();
 
 COMMENT ON VIEW dtx.leases IS
-  'leases of this database that are held, being handed over, or waited for';
+  'leases of this database that are held, being handed over, or waited for; the token only for roles with the privileges of the holding role';
 
 CREATE FUNCTION dtx.lease_status_get(
     OUT next_token bigint, OUT reserved_through bigint,

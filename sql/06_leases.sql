@@ -4,6 +4,21 @@
 -- and promotion in test/t/005_leases.pl.)
 --
 
+-- dtx.lease_status in a database that has not used leases since the start
+-- reads the durable row: no token yet, and no relcache reference leaked
+-- (a WARNING at the end of the transaction if one were)
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE dtx_regress_fresh;
+\c dtx_regress_fresh
+CREATE EXTENSION pg_dtx;
+SELECT next_token, reserved_through, grace_until FROM dtx.lease_status;
+BEGIN;
+SELECT next_token IS NULL AS unused FROM dtx.lease_status;
+SELECT next_token IS NULL AS unused FROM dtx.lease_status;
+COMMIT;
+\c :regress_db
+DROP DATABASE dtx_regress_fresh WITH (FORCE);
+
 -- tokens start at 1 in a new database and increase by one per grant
 SELECT token, expires_at > now() + interval '50 s' AS expires_in_a_minute
   FROM dtx.lease_acquire('job:nightly', '1 min', holder => 'worker-1');
@@ -46,6 +61,106 @@ SELECT next_token, reserved_through, max_ttl, grace_until, leases_in_use, max_le
 -- session leases go away with the session (as advisory locks do)
 SELECT token IS NOT NULL AS got FROM dtx.lease_acquire('sess', '1 min', session => true);
 SELECT state, pid = pg_backend_pid() AS mine FROM dtx.leases WHERE name = 'sess';
+
+-- a lease belongs to the role that acquired it: other roles see it but not
+-- its token, and cannot renew or release it, whatever token they bring
+CREATE ROLE regress_lease_app;
+CREATE ROLE regress_lease_other;
+CREATE TABLE guarded (shard text PRIMARY KEY, v int, fence_token bigint);
+SELECT dtx.fence_table('guarded', 'shard', rule => 'holder');
+GRANT INSERT, UPDATE ON guarded TO regress_lease_app, regress_lease_other;
+SET ROLE regress_lease_app;
+SELECT token AS app_token FROM dtx.lease_acquire('billing', '1 min') \gset
+SELECT name, role, token = :app_token AS token_shown FROM dtx.leases WHERE name = 'billing';
+INSERT INTO guarded VALUES ('billing', 1, :app_token);
+RESET ROLE;
+SET ROLE regress_lease_other;
+SELECT name, role, state, token FROM dtx.leases WHERE name = 'billing';
+-- the attack of issue 13: the token read from dtx.leases, then the real one
+SELECT expect_error($$SELECT dtx.lease_release('billing', (SELECT token FROM dtx.leases WHERE name = 'billing'))$$);
+SELECT dtx.lease_release('billing', :app_token);
+SELECT expect_error(format('SELECT dtx.lease_renew(%L, %s, %L)', 'billing', :app_token, '1 min'));
+SELECT expect_error(format('SELECT dtx.lease_release(%L, %s)', 'billing', :app_token + 1000));
+SELECT expect_error(format('UPDATE guarded SET v = 2, fence_token = %s', :app_token));
+SELECT * FROM dtx.lease_acquire('billing', '1 min');
+-- a lease nobody holds: release says false, renew DX011, as for anyone
+SELECT dtx.lease_release('nobody-holds-this', 1) AS released;
+SELECT expect_error($$SELECT dtx.lease_renew('nobody-holds-this', 1, '1 min')$$);
+RESET ROLE;
+-- still app's lease, with its token
+SELECT name, role, state, token = :app_token AS same_token FROM dtx.leases WHERE name = 'billing';
+-- a member of the role has its privileges: sees the token, renews, writes, releases
+GRANT regress_lease_app TO regress_lease_other;
+SET ROLE regress_lease_other;
+SELECT token = :app_token AS token_shown FROM dtx.leases WHERE name = 'billing';
+SELECT dtx.lease_renew('billing', :app_token, '1 min') > now() AS renewed;
+UPDATE guarded SET v = 3, fence_token = :app_token;
+SELECT dtx.lease_release('billing', :app_token) AS released;
+RESET ROLE;
+REVOKE regress_lease_app FROM regress_lease_other;
+-- superusers may act on any lease; a lease whose role was dropped is theirs alone
+SET ROLE regress_lease_app;
+SELECT token AS app_token FROM dtx.lease_acquire('billing', '1 min') \gset
+RESET ROLE;
+SELECT dtx.lease_renew('billing', :app_token, '1 min') > now() AS superuser_renewed;
+DROP TABLE guarded;
+DROP ROLE regress_lease_app;
+SELECT name, role, state, token = :app_token AS token_shown FROM dtx.leases WHERE name = 'billing';
+SET ROLE regress_lease_other;
+\set VERBOSITY terse
+SELECT dtx.lease_release('billing', :app_token);
+\set VERBOSITY default
+RESET ROLE;
+SELECT dtx.lease_release('billing', :app_token) AS superuser_released;
+DROP ROLE regress_lease_other;
+
+-- quotas for roles that are not superuser: dtx.max_leases_per_role leases
+-- at once (all databases), TTLs up to dtx.lease_user_max_ttl (default 5 min)
+CREATE ROLE regress_lease_flood;
+CREATE ROLE regress_lease_other;
+SHOW dtx.max_leases_per_role;
+SHOW dtx.lease_user_max_ttl;
+SET dtx.max_leases_per_role = 5;
+SET ROLE regress_lease_flood;
+-- the flood of issue 13
+SELECT expect_error($$SELECT count(*) FROM generate_series(1, 5000) g, LATERAL dtx.lease_acquire('flood' || g, '1h')$$);
+SELECT expect_error($$SELECT count(*) FROM generate_series(1, 5000) g, LATERAL dtx.lease_acquire('flood' || g, '1 min')$$);
+SELECT count(*) AS held FROM dtx.leases WHERE name LIKE 'flood%';
+SELECT * FROM dtx.lease_acquire('flood-more', '1 min');
+SELECT * FROM dtx.lease_acquire('flood-more', '1 min', wait => '1 min');
+-- renewals are bounded the same way
+SELECT token AS flood_token FROM dtx.leases WHERE name = 'flood1' \gset
+SELECT expect_error(format('SELECT dtx.lease_renew(%L, %s, %L)', 'flood1', :flood_token, '6 min'));
+SELECT dtx.lease_renew('flood1', :flood_token, '5 min') > now() AS renewed;
+-- the settings are the administrator's
+SELECT expect_error($$SET dtx.max_leases_per_role = -1$$);
+SELECT expect_error($$SET dtx.lease_user_max_ttl = '1h'$$);
+-- one released: room for one more
+SELECT dtx.lease_release('flood1', :flood_token) AS released;
+SELECT token IS NOT NULL AS got FROM dtx.lease_acquire('flood-more', '1 min');
+RESET ROLE;
+-- room for others
+SET ROLE regress_lease_other;
+SELECT token IS NOT NULL AS got FROM dtx.lease_acquire('not-a-flood', '1 min');
+RESET ROLE;
+-- superusers are bound by dtx.lease_max_ttl only
+SELECT count(*) FROM generate_series(1, 8) g, LATERAL dtx.lease_acquire('admin' || g, '30 min') WHERE token IS NOT NULL;
+-- expired leases do not count (they are swept when the quota is reached)
+SELECT count(dtx.lease_break(name)) FROM dtx.leases WHERE name LIKE 'flood%' OR name LIKE 'admin%' OR name = 'not-a-flood';
+SET ROLE regress_lease_flood;
+SELECT count(*) FROM generate_series(1, 5) g, LATERAL dtx.lease_acquire('brief' || g, '100 ms') WHERE token IS NOT NULL;
+SELECT pg_sleep(0.2);
+SELECT count(*) FROM generate_series(1, 5) g, LATERAL dtx.lease_acquire('flood' || g, '1 min') WHERE token IS NOT NULL;
+-- -1: no limit
+RESET ROLE;
+SET dtx.max_leases_per_role = -1;
+SET ROLE regress_lease_flood;
+SELECT count(*) FROM generate_series(6, 8) g, LATERAL dtx.lease_acquire('flood' || g, '1 min') WHERE token IS NOT NULL;
+RESET ROLE;
+RESET dtx.max_leases_per_role;
+SELECT count(dtx.lease_break(name)) FROM dtx.leases WHERE name LIKE 'flood%';
+DROP ROLE regress_lease_flood;
+DROP ROLE regress_lease_other;
 
 -- bad input: each is an error with an SQLSTATE
 SELECT expect_error($$SELECT dtx.lease_acquire(NULL, '1 min')$$);
@@ -135,6 +250,21 @@ COMMIT;
 SELECT relid::regclass, resource, token FROM dtx.fence_marks;
 SELECT expect_error($$SET dtx.fencing_token = 'abc'$$);
 SELECT expect_error($$SET dtx.fencing_token = '-5'$$);
+-- dtx.fencing_token is read as bigint input is: blanks are allowed on both
+-- sides of the number, not inside it
+BEGIN;
+SET LOCAL dtx.fencing_token = '38 ';
+UPDATE acct SET balance = 5 WHERE id = 1;
+SET LOCAL dtx.fencing_token = ' +38';
+UPDATE acct SET balance = balance + 1 WHERE id = 1;
+SET LOCAL dtx.fencing_token = '  ';
+SELECT expect_error($$UPDATE acct SET balance = 7 WHERE id = 1$$) AS blank_is_unset;
+COMMIT;
+SELECT balance, fence_token FROM acct WHERE id = 1;
+SELECT expect_error($$SET dtx.fencing_token = '38 39'$$);
+SELECT expect_error($$SET dtx.fencing_token = '38x'$$);
+SELECT expect_error($$SET dtx.fencing_token = '0'$$);
+SELECT expect_error($$SET dtx.fencing_token = '9223372036854775808'$$);
 
 -- one mark per resource when there is a resource column
 CREATE TABLE jobs (queue text, id int, state text, fence_token bigint, PRIMARY KEY (queue, id));

@@ -54,6 +54,7 @@
 #include "nodes/bitmapset.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/syscache.h"
@@ -138,22 +139,53 @@ dtx_fence_xact_reset(void)
 		(void) hash_search(fence_seen, &e->key, HASH_REMOVE, NULL);
 }
 
-static bool
-check_fencing_token(char **newval, void **extra, GucSource source)
+/*
+ * dtx.fencing_token is read as int8 input is: white space is allowed on
+ * both sides of an optional sign and decimal digits.  The check hook
+ * refuses anything else; the assign hook keeps the number in
+ * fence_token_value for the trigger (0: not set).
+ */
+static int64 fence_token_value = 0;
+
+/* the token in s: > 0; 0 if s is empty or blank; -1 if not a valid token */
+static int64
+fence_parse_token(const char *s)
 {
 	int64		v;
 	char	   *end;
 
-	if (*newval == NULL || **newval == '\0')
-		return true;
+	if (s == NULL)
+		return 0;
+	while (isspace((unsigned char) *s))
+		s++;
+	if (*s == '\0')
+		return 0;
 	errno = 0;
-	v = strtoi64(*newval, &end, 10);
-	if (errno != 0 || *end != '\0' || v <= 0)
+	v = strtoi64(s, &end, 10);
+	if (end == s || errno != 0)
+		return -1;
+	while (isspace((unsigned char) *end))
+		end++;
+	if (*end != '\0' || v <= 0)
+		return -1;
+	return v;
+}
+
+static bool
+check_fencing_token(char **newval, void **extra, GucSource source)
+{
+	if (fence_parse_token(*newval) < 0)
 	{
 		GUC_check_errdetail("dtx.fencing_token must be a positive bigint, or empty.");
 		return false;
 	}
 	return true;
+}
+
+static void
+assign_fencing_token(const char *newval, void *extra)
+{
+	fence_token_value = fence_parse_token(newval);
 }
 
 void
@@ -165,7 +197,7 @@ dtx_fence_define_gucs(void)
 							   &dtx_fencing_token,
 							   "",
 							   PGC_USERSET, 0,
-							   check_fencing_token, NULL, NULL);
+							   check_fencing_token, assign_fencing_token, NULL);
 }
 
 /* the OIDs of dtx.fence_marks and its primary key, into locals */
@@ -419,15 +451,34 @@ fence_monotonic(Relation rel, Oid relid, const char *resource, int64 token)
 		seen->token = token;
 }
 
+/*
+ * fence_holder: rule 'holder' for one resource.  The token must hold the
+ * lease, and the writer must have the privileges of the role holding it,
+ * as for lease_renew and lease_release (tokens are consecutive numbers and
+ * readable in the fenced rows: the token alone proves nothing).
+ */
 static void
 fence_holder(Relation rel, const char *resource, int64 token)
 {
 	int64		current;
+	Oid			role;
 	DtxLeaseCheck r = dtx_lease_check(resource, strlen(resource), token,
-									  &current);
+									  &current, &role);
 
 	if (r == DTX_LEASE_OK)
-		return;
+	{
+		char	   *rolename;
+
+		if (role == GetUserId() || has_privs_of_role(GetUserId(), role))
+			return;
+		rolename = GetUserNameFromId(role, true);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to write to table %s with the token of lease \"%s\"",
+						RelationGetRelationName(rel), resource),
+				 errdetail("The lease is held by role \"%s\"; only roles with its privileges and superusers may write with its token.",
+						   rolename ? rolename : "?")));
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_DTX_STALE_FENCING_TOKEN),
 			 errmsg("fencing token " INT64_FORMAT " does not hold lease \"%s\" for table %s",
@@ -532,9 +583,9 @@ dtx_fence_check(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("dtx.fence_check() fires on INSERT, UPDATE and DELETE only")));
 
-	if (dtx_fencing_token && dtx_fencing_token[0] != '\0')
+	if (fence_token_value > 0)
 	{
-		token = strtoi64(dtx_fencing_token, NULL, 10);
+		token = fence_token_value;
 		if (newtup)
 		{
 			bool		isnull;

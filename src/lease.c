@@ -21,6 +21,19 @@
  * in the grantee's TTL (the grantee was frozen) lapses like an expired
  * lease.
  *
+ * A lease belongs to the role that acquired it (current_user): only roles
+ * with the privileges of that role (members that inherit it, superusers)
+ * see its token in dtx.leases, renew or release it, or write with its token
+ * to a table fenced with rule 'holder'.  The token alone is not enough: it
+ * is a small, consecutive number, and fenced tables store it in their rows.
+ *
+ * The table is shared by all databases, so a role that is not superuser
+ * may hold at most dtx.max_leases_per_role leases at once, and ask for TTLs
+ * up to dtx.lease_user_max_ttl (which bounds the grace period it can cause
+ * after a restart).  The leases of each role are counted in a second shared
+ * hash table, changed under its own lock whenever a lease changes role
+ * (lease_take_role), with a lease's partition lock held.
+ *
  * Tokens come from a per-database counter.  Before a token is handed out,
  * a range that contains it has been reserved durably: the row of
  * dtx.lease_tokens is updated in place (WAL-logged, like VACUUM's updates
@@ -66,6 +79,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -83,6 +97,8 @@
 
 int			dtx_max_leases = 4096;
 int			dtx_lease_max_ttl = 3600;
+int			dtx_lease_user_max_ttl = 300;
+int			dtx_max_leases_per_role = 1024;
 
 typedef struct LeaseKey
 {
@@ -109,6 +125,8 @@ typedef struct Lease
 	int64		expires_mono;	/* µs on CLOCK_MONOTONIC */
 	int			owner;			/* pgprocno: grantee, or session owner; -1 */
 	int			owner_pid;		/* holder's pid when acquired */
+	Oid			role;			/* role of the holder or grantee; InvalidOid
+								 * when free */
 	bool		session;		/* released when the owner's session ends */
 	int			head;			/* FIFO queue of waiters (pgprocno), -1 */
 	int			tail;
@@ -124,6 +142,7 @@ typedef struct LeaseWaiter
 	int64		deadline;		/* gives up then (monotonic µs) */
 	bool		session;
 	int			pid;
+	Oid			role;			/* current_user of the waiting acquire */
 	char		holder[DTX_LEASE_HOLDER_MAX + 1];
 } LeaseWaiter;
 
@@ -152,9 +171,17 @@ typedef struct LeaseDb
 	ConditionVariable cv;		/* signalled when 'reserving' clears */
 } LeaseDb;
 
+/* Leases held by (or being handed to) one role, in all databases */
+typedef struct LeaseRoleCount
+{
+	Oid			role;			/* hash key */
+	int			count;			/* > 0: entries with count 0 are removed */
+} LeaseRoleCount;
+
 typedef struct LeaseShared
 {
-	LWLockPadded *locks;		/* LEASE_PARTITIONS partition locks */
+	LWLockPadded *locks;		/* LEASE_PARTITIONS partition locks, then
+								 * the lock of the role counts */
 	slock_t		mutex;			/* protects epoch and db slot allocation */
 	TimestampTz epoch;			/* when leases could first be granted after
 								 * this server (re)started or was promoted */
@@ -177,6 +204,12 @@ static LeaseShared *ls = NULL;
 #define ATOMIC_GET(a)		((int64) pg_atomic_read_u64(&(a)))
 #define ATOMIC_SET(a, v)	pg_atomic_write_u64(&(a), (uint64) (v))
 static HTAB *lease_htab = NULL;
+static HTAB *lease_roles = NULL;	/* Oid → LeaseRoleCount, dtx_max_leases
+									 * entries: never full, as each role in
+									 * it holds a lease entry at least */
+
+#define LEASE_ROLES_LOCK	(&ls->locks[LEASE_PARTITIONS].lock)	/* taken
+									 * after a partition lock, never before */
 
 /* The wait of this backend in progress, for cleanup on error or exit */
 static struct
@@ -221,6 +254,22 @@ dtx_lease_define_gucs(void)
 							3600, 1, 365 * 86400,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dtx.lease_user_max_ttl",
+							"Longest TTL a role that is not superuser may acquire or renew a lease with.",
+							"The lower of it and dtx.lease_max_ttl applies. It bounds the grace period after a restart that ordinary roles can cause.",
+							&dtx_lease_user_max_ttl,
+							300, 1, 365 * 86400,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dtx.max_leases_per_role",
+							"Number of leases a role that is not superuser may hold at once (all databases).",
+							"-1 means no limit. Leases being handed to the role's waiters count.",
+							&dtx_max_leases_per_role,
+							1024, -1, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
 }
 
 static int
@@ -239,10 +288,12 @@ lease_shared_size(void)
 void
 dtx_lease_shmem_request(void)
 {
-	RequestAddinShmemSpace(add_size(lease_shared_size(),
+	RequestAddinShmemSpace(add_size(add_size(lease_shared_size(),
+											 hash_estimate_size(dtx_max_leases,
+																sizeof(Lease))),
 									hash_estimate_size(dtx_max_leases,
-													   sizeof(Lease))));
-	RequestNamedLWLockTranche("pg_dtx_leases", LEASE_PARTITIONS);
+													   sizeof(LeaseRoleCount))));
+	RequestNamedLWLockTranche("pg_dtx_leases", LEASE_PARTITIONS + 1);
 }
 
 static uint32
@@ -306,6 +357,13 @@ dtx_lease_shmem_startup(void)
 							   dtx_max_leases, dtx_max_leases, &info,
 							   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
 							   HASH_PARTITION | HASH_FIXED_SIZE);
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(Oid);
+	info.entrysize = sizeof(LeaseRoleCount);
+	lease_roles = ShmemInitHash("pg_dtx lease roles",
+								dtx_max_leases, dtx_max_leases, &info,
+								HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 }
 
 /*
@@ -751,6 +809,123 @@ lease_dequeue(Lease *l, int procno)
 	return prev < 0;
 }
 
+/* leases held by role now (the role lock held) */
+static int
+lease_role_count_locked(Oid role)
+{
+	LeaseRoleCount *c = hash_search(lease_roles, &role, HASH_FIND, NULL);
+
+	return c ? c->count : 0;
+}
+
+/*
+ * lease_take_role records that role holds (or is being handed) lease l,
+ * and counts it for the role; with limit >= 0, only if the role holds
+ * fewer than limit leases (returns false, changing nothing, otherwise).
+ * InvalidOid when the holding ends.  Called under the lease's partition
+ * lock whenever the role of a lease changes; never fails otherwise.
+ */
+static bool
+lease_take_role(Lease *l, Oid role, int limit)
+{
+	LeaseRoleCount *c;
+	bool		found;
+
+	if (l->role == role)
+		return true;
+	LWLockAcquire(LEASE_ROLES_LOCK, LW_EXCLUSIVE);
+	if (OidIsValid(role) && limit >= 0 && lease_role_count_locked(role) >= limit)
+	{
+		LWLockRelease(LEASE_ROLES_LOCK);
+		return false;
+	}
+	if (OidIsValid(l->role) &&
+		(c = hash_search(lease_roles, &l->role, HASH_FIND, NULL)) != NULL &&
+		--c->count <= 0)
+		(void) hash_search(lease_roles, &l->role, HASH_REMOVE, NULL);
+	/* never NULL: a role in the table holds a lease entry at least */
+	if (OidIsValid(role) &&
+		(c = hash_search(lease_roles, &role, HASH_ENTER_NULL, &found)) != NULL)
+		c->count = found ? c->count + 1 : 1;
+	LWLockRelease(LEASE_ROLES_LOCK);
+	l->role = role;
+	return true;
+}
+
+static void
+lease_set_role(Lease *l, Oid role)
+{
+	(void) lease_take_role(l, role, -1);
+}
+
+static int
+lease_role_count(Oid role)
+{
+	int			n;
+
+	LWLockAcquire(LEASE_ROLES_LOCK, LW_SHARED);
+	n = lease_role_count_locked(role);
+	LWLockRelease(LEASE_ROLES_LOCK);
+	return n;
+}
+
+static void
+lease_quota_exceeded(Oid role, int limit)
+{
+	char	   *rolename = GetUserNameFromId(role, true);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("role \"%s\" holds too many leases", rolename ? rolename : "?"),
+			 errdetail("dtx.max_leases_per_role is %d, in all databases together.",
+					   limit),
+			 errhint("Release leases, or ask an administrator to raise dtx.max_leases_per_role for the role.")));
+}
+
+/* the limit of dtx.max_leases_per_role for the current user; -1: none */
+static int
+lease_quota(void)
+{
+	return superuser() ? -1 : dtx_max_leases_per_role;
+}
+
+/*
+ * lease_check_role raises 42501 unless the current user has the privileges
+ * of 'role', which holds (or is being handed) lease key.  Catalog lookups:
+ * call it without the partition lock, then look at the lease again.
+ */
+static void
+lease_check_role(LeaseKey *key, Oid role, const char *action)
+{
+	char	   *rolename;
+
+	if (has_privs_of_role(GetUserId(), role))
+		return;
+	rolename = GetUserNameFromId(role, true);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to %s lease \"%s\"", action, key->name),
+			 rolename ?
+			 errdetail("The lease is held by role \"%s\"; only roles with its privileges and superusers may %s it.",
+					   rolename, action) :
+			 errdetail("The lease is held by a dropped role (OID %u); only superusers may %s it.",
+					   role, action)));
+}
+
+/*
+ * lease_foreign_role: the role to check before acting on l with a token,
+ * or InvalidOid when there is nothing to check (free, ours, or already
+ * checked in this call).
+ */
+static Oid
+lease_foreign_role(Lease *l, Oid checked)
+{
+	if (l == NULL || l->state == LEASE_FREE || !OidIsValid(l->role) ||
+		l->role == GetUserId() || l->role == checked)
+		return InvalidOid;
+	return l->role;
+}
+
 /*
  * lease_free_locked ends the current holding (release, expiry taken over,
  * break): the head waiter is granted the lease and woken, alone; with no
@@ -768,6 +943,7 @@ lease_free_locked(Lease *l, uint32 hash, int64 now)
 		l->state = LEASE_GRANTING;
 		l->owner = h;
 		l->owner_pid = w->pid;
+		lease_set_role(l, w->role);
 		l->session = w->session;
 		l->token = 0;
 		l->acquired_at = 0;
@@ -777,8 +953,11 @@ lease_free_locked(Lease *l, uint32 hash, int64 now)
 		set_proc_latch(h);
 	}
 	else
+	{
+		lease_set_role(l, InvalidOid);
 		(void) hash_search_with_hash_value(lease_htab, &l->key, hash,
 										   HASH_REMOVE, NULL);
+	}
 }
 
 /*
@@ -802,6 +981,7 @@ lease_sweep(void)
 		if (l->head < 0 &&
 			(l->state == LEASE_FREE || l->expires_mono <= now))
 		{
+			lease_set_role(l, InvalidOid);
 			(void) hash_search(lease_htab, &l->key, HASH_REMOVE, NULL);
 			removed++;
 		}
@@ -857,6 +1037,7 @@ lease_enter(LeaseKey *key, uint32 hash)
 		l->token = 0;
 		l->owner = -1;
 		l->owner_pid = 0;
+		l->role = InvalidOid;
 		l->session = false;
 		l->head = l->tail = -1;
 		l->nwaiters = 0;
@@ -1015,6 +1196,17 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 	int64		deadline;
 	bool		acquired = false;
 	bool		swept = false;
+	int			quota = lease_quota();
+	Oid			role = GetUserId();
+
+	/*
+	 * Over its quota, a role does not even queue: a lease it waited for
+	 * would be handed to it regardless (the holder releasing it cannot
+	 * fail).  Expired leases count until swept: sweep once before refusing.
+	 */
+	if (quota >= 0 && lease_role_count(role) >= quota &&
+		(lease_sweep() == 0 || lease_role_count(role) >= quota))
+		lease_quota_exceeded(role, quota);
 
 	deadline = mono_now();
 	deadline = (wait_us > PG_INT64_MAX - deadline) ? PG_INT64_MAX : deadline + wait_us;
@@ -1030,6 +1222,7 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 	w->deadline = deadline;
 	w->session = session;
 	w->pid = MyProcPid;
+	w->role = role;
 	strlcpy(w->holder, holder, sizeof(w->holder));
 	LWLockRelease(lock);
 
@@ -1073,13 +1266,29 @@ lease_acquire_internal(LeaseKey *key, int64 ttl_us, int64 wait_us,
 				 (w->queued ? l->head == me : l->head < 0)))
 			{
 				TimestampTz wall = GetCurrentTimestamp();
-				int64		t = lease_draw(db, wall + ttl_us);
+				int64		t;
 
+				t = lease_draw(db, wall + ttl_us);
 				if (t == 0)
 				{
 					/* range used up meanwhile: reserve, then try again */
 					LWLockRelease(lock);
 					continue;
+				}
+				/*
+				 * Within the quota (a lease handed to us counts already)?
+				 * If not, the token drawn is skipped: tokens only have to
+				 * increase.
+				 */
+				if (!mine && !lease_take_role(l, role, quota))
+				{
+					LWLockRelease(lock);
+					if (!swept && lease_sweep() > 0)
+					{
+						swept = true;
+						continue;
+					}
+					lease_quota_exceeded(role, quota);
 				}
 				if (w->queued)
 					(void) lease_dequeue(l, me);
@@ -1178,6 +1387,8 @@ static int64
 lease_ttl_arg(FunctionCallInfo fcinfo, int argno)
 {
 	int64		ttl;
+	int			limit = dtx_lease_max_ttl;
+	const char *setting = "dtx.lease_max_ttl";
 
 	dtx_check_not_null(fcinfo, argno, "ttl");
 	ttl = interval_usecs(PG_GETARG_INTERVAL_P(argno), "ttl");
@@ -1185,11 +1396,18 @@ lease_ttl_arg(FunctionCallInfo fcinfo, int argno)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("ttl must be positive")));
-	if (ttl > (int64) dtx_lease_max_ttl * USECS_PER_SEC)
+	if (dtx_lease_user_max_ttl < limit && !superuser())
+	{
+		limit = dtx_lease_user_max_ttl;
+		setting = "dtx.lease_user_max_ttl";
+	}
+	if (ttl > (int64) limit * USECS_PER_SEC)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("ttl is longer than dtx.lease_max_ttl"),
-				 errdetail("dtx.lease_max_ttl is %d s.", dtx_lease_max_ttl)));
+				 errmsg("ttl is longer than %s", setting),
+				 errdetail("%s is %d s.", setting, limit),
+				 errhint("Renew the lease with a shorter TTL more often, or ask an administrator to raise %s.",
+						 setting)));
 	return ttl;
 }
 
@@ -1286,6 +1504,8 @@ PG_FUNCTION_INFO_V1(dtx_lease_renew);
 /*
  * dtx.lease_renew(name, token, ttl) → new expires_at.  Compare-and-set on
  * (name, token); a lease that expired or changed hands fails with DX011.
+ * A lease held by a role whose privileges the caller does not have fails
+ * with 42501 whatever the token.
  */
 Datum
 dtx_lease_renew(PG_FUNCTION_ARGS)
@@ -1297,6 +1517,7 @@ dtx_lease_renew(PG_FUNCTION_ARGS)
 	uint32		hash;
 	LWLock	   *lock;
 	TimestampTz expires_at;
+	Oid			checked = InvalidOid;
 
 	lock = lease_name_arg(fcinfo, &key, &hash);
 	dtx_check_not_null(fcinfo, 1, "token");
@@ -1311,12 +1532,20 @@ dtx_lease_renew(PG_FUNCTION_ARGS)
 		TimestampTz wall;
 		bool		covered;
 		char	   *detail = NULL;
+		Oid			role;
 
 		lease_ensure(db, ttl_us);
 		LWLockAcquire(lock, LW_EXCLUSIVE);
 		now = mono_now();
 		wall = GetCurrentTimestamp();
 		l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
+		if (OidIsValid(role = lease_foreign_role(l, checked)))
+		{
+			LWLockRelease(lock);
+			lease_check_role(&key, role, "renew");
+			checked = role;
+			continue;
+		}
 		if (l == NULL || l->state == LEASE_FREE)
 			detail = pstrdup("Nobody holds it.");
 		else if (l->state == LEASE_GRANTING)
@@ -1353,7 +1582,8 @@ PG_FUNCTION_INFO_V1(dtx_lease_release);
 
 /*
  * dtx.lease_release(name, token) → true if the lease was held with that
- * token and had not expired.  The next waiter, if any, gets it.
+ * token and had not expired.  The next waiter, if any, gets it.  As for
+ * renew, the caller needs the privileges of the holding role (42501).
  */
 Datum
 dtx_lease_release(PG_FUNCTION_ARGS)
@@ -1364,14 +1594,24 @@ dtx_lease_release(PG_FUNCTION_ARGS)
 	LWLock	   *lock;
 	Lease	   *l;
 	bool		released = false;
+	Oid			checked = InvalidOid;
+	Oid			role;
 
 	lock = lease_name_arg(fcinfo, &key, &hash);
 	dtx_check_not_null(fcinfo, 1, "token");
 	token = PG_GETARG_INT64(1);
 	(void) lease_db(true);
 
-	LWLockAcquire(lock, LW_EXCLUSIVE);
-	l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
+	for (;;)
+	{
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		l = hash_search_with_hash_value(lease_htab, &key, hash, HASH_FIND, NULL);
+		if (!OidIsValid(role = lease_foreign_role(l, checked)))
+			break;
+		LWLockRelease(lock);
+		lease_check_role(&key, role, "release");
+		checked = role;
+	}
 	if (l && l->state == LEASE_HELD && l->token == token)
 	{
 		int64		now = mono_now();
@@ -1434,10 +1674,12 @@ dtx_lease_break(PG_FUNCTION_ARGS)
 /*
  * dtx_lease_check: the holder rule of fenced tables.  Is lease 'name' of
  * this database held with 'token', unexpired?  *current gets the token it
- * is held with (0 if none).
+ * is held with (0 if none), *role the role holding it (InvalidOid if none);
+ * the caller checks that the writer has that role's privileges.
  */
 DtxLeaseCheck
-dtx_lease_check(const char *name, int len, int64 token, int64 *current)
+dtx_lease_check(const char *name, int len, int64 token, int64 *current,
+				Oid *role)
 {
 	LeaseKey	key;
 	uint32		hash;
@@ -1446,6 +1688,7 @@ dtx_lease_check(const char *name, int len, int64 token, int64 *current)
 	DtxLeaseCheck result = DTX_LEASE_NOT_HELD;
 
 	*current = 0;
+	*role = InvalidOid;
 	if (len <= 0 || len > DTX_LEASE_NAME_MAX)
 		return DTX_LEASE_NOT_HELD;
 	memset(&key, 0, sizeof(key));
@@ -1460,6 +1703,7 @@ dtx_lease_check(const char *name, int len, int64 token, int64 *current)
 	if (l && l->state == LEASE_HELD)
 	{
 		*current = l->token;
+		*role = l->role;
 		if (l->token != token)
 			result = DTX_LEASE_OTHER_TOKEN;
 		else if (l->expires_mono <= mono_now())
@@ -1475,7 +1719,9 @@ PG_FUNCTION_INFO_V1(dtx_leases);
 
 /*
  * dtx.leases(): the leases of this database that are held, being handed
- * over, or waited for.  Backs the dtx.leases view.
+ * over, or waited for.  Backs the dtx.leases view.  The token is shown
+ * only to roles with the privileges of the holding role (superusers
+ * included), NULL to others.
  */
 Datum
 dtx_leases(PG_FUNCTION_ARGS)
@@ -1508,10 +1754,11 @@ dtx_leases(PG_FUNCTION_ARGS)
 
 	for (i = 0; i < n; i++)
 	{
-		Datum		values[8];
-		bool		nulls[8];
+		Datum		values[9];
+		bool		nulls[9];
 		bool		live;
 		const char *state;
+		char	   *rolename;
 
 		l = &copies[i];
 		live = l->state != LEASE_FREE && l->expires_mono > now;
@@ -1529,8 +1776,19 @@ dtx_leases(PG_FUNCTION_ARGS)
 		values[5] = TimestampTzGetDatum(l->expires_at);
 		values[6] = Int32GetDatum(l->nwaiters);
 		values[7] = Int32GetDatum(l->owner_pid);
+		rolename = OidIsValid(l->role) ? GetUserNameFromId(l->role, true) : NULL;
+		if (rolename)
+		{
+			Name		n = palloc0(NAMEDATALEN);
+
+			namestrcpy(n, rolename);
+			values[8] = NameGetDatum(n);
+		}
+		nulls[8] = rolename == NULL;
 		if (l->state != LEASE_HELD)
 			nulls[3] = nulls[4] = nulls[5] = true;
+		else if (!has_privs_of_role(GetUserId(), l->role))
+			nulls[3] = true;	/* the token is the holder's business */
 		if (l->state == LEASE_FREE)
 			nulls[2] = nulls[7] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -1573,9 +1831,12 @@ dtx_lease_status(PG_FUNCTION_ARGS)
 	{
 		/* not used since the start: show the durable row, change nothing */
 		Relation	rel;
+		HeapTuple	row;
 		FormData_lease_tokens *f;
 
-		f = (FormData_lease_tokens *) GETSTRUCT(lease_row_open(&rel, AccessShareLock));
+		/* one call: GETSTRUCT() evaluates its argument twice */
+		row = lease_row_open(&rel, AccessShareLock);
+		f = (FormData_lease_tokens *) GETSTRUCT(row);
 		reserved = f->reserved;
 		horizon = f->horizon;
 		max_ttl_us = f->max_ttl_us;
@@ -1589,6 +1850,7 @@ dtx_lease_status(PG_FUNCTION_ARGS)
 		}
 		SpinLockRelease(&ls->mutex);
 		table_close(rel, AccessShareLock);
+		heap_freetuple(row);
 		nulls[0] = true;		/* drawn from reserved + 1 at first use */
 	}
 

@@ -18,6 +18,8 @@
 /* Settings (defined in lease.c) */
 extern int	dtx_max_leases;
 extern int	dtx_lease_max_ttl;	/* seconds */
+extern int	dtx_lease_user_max_ttl;	/* seconds, for roles not superuser */
+extern int	dtx_max_leases_per_role;	/* -1: no limit */
 
 extern void dtx_lease_define_gucs(void);
 extern void dtx_lease_shmem_request(void);
@@ -35,6 +37,6 @@ typedef enum DtxLeaseCheck
 } DtxLeaseCheck;
 
 extern DtxLeaseCheck dtx_lease_check(const char *name, int len, int64 token,
-									 int64 *current);
+									 int64 *current, Oid *role);
 
 #endif							/* DTX_LEASE_H */
