@@ -500,7 +500,7 @@ CREATE FUNCTION dtx.outbox_send(topic text, payload jsonb, key text DEFAULT NULL
                                 headers jsonb DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'dtx_outbox_send'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER;
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) FROM PUBLIC;
 
 COMMENT ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) IS

@@ -227,9 +227,10 @@ dtx_outbox_define_gucs(void)
  */
 
 /*
- * The insert of outbox_send.  Every name is qualified: the function is
- * SECURITY DEFINER.  A topic no route matches is kept under sink 0 until
- * dtx.route_create gives it one.
+ * The insert of outbox_send.  The function is SECURITY DEFINER: it runs
+ * with search_path pg_catalog, pg_temp, and every name is qualified anyway.
+ * A topic no route matches is kept under sink 0 until dtx.route_create
+ * gives it one.
  */
 static const char *send_sql =
 "WITH m AS (SELECT pg_catalog.nextval('dtx.outbox_message_id_seq'::pg_catalog.regclass) AS id),"
@@ -461,6 +462,19 @@ static uint64 round_no = 0;
  */
 
 /*
+ * The dispatcher runs as the bootstrap superuser, under the search_path of
+ * the database, which its owner sets: every function, aggregate, operator,
+ * type and table in these statements is schema-qualified, so nothing a
+ * non-superuser created can be picked instead (a function "now" or an
+ * operator "=" on int4 in a schema ahead of pg_catalog).  Operators are
+ * written OPERATOR(pg_catalog.op), which parses as one precedence level for
+ * all of them: the parentheses matter.  GREATEST, LEAST, COALESCE, CASE,
+ * ORDER BY, DISTINCT and ON CONFLICT take no names from the search_path;
+ * BETWEEN, IN, NULLIF and IS DISTINCT FROM do, and are not used.
+ */
+#define PG_EQ " OPERATOR(pg_catalog.=) "
+
+/*
  * A message with a key is claimed only when it is the oldest of its key.
  * The head is read by dtx._outbox_key_head(), one descent of
  * outbox_key_idx done in C, so no plan can turn it into a walk of the
@@ -469,112 +483,141 @@ static uint64 round_no = 0;
  */
 #define CLAIM_WHERE \
 	" FROM dtx.outbox o" \
-	" WHERE o.sink_id = $1 AND o.next_attempt_at <= now() AND (o.crashes > 0) = $3" \
+	" WHERE o.sink_id" PG_EQ "$1" \
+	"   AND o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
+	"   AND (o.crashes OPERATOR(pg_catalog.>) 0)" PG_EQ "$3" \
 	"   AND NOT dtx._outbox_on_the_wire($1, o.message_id)" \
-	"   AND (o.key IS NULL OR o.message_id = dtx._outbox_key_head($1, o.key))" \
+	"   AND (o.key IS NULL OR o.message_id" PG_EQ "dtx._outbox_key_head($1, o.key))" \
 	" ORDER BY o.message_id LIMIT $2 FOR UPDATE OF o SKIP LOCKED"
 
 static const char *claim_rows_sql =
-"SELECT o.message_id, o.attempts, o.topic, o.key, o.payload::text, o.headers::text,"
-"       o.created_at::text" CLAIM_WHERE;
+"SELECT o.message_id, o.attempts, o.topic, o.key, o.payload::pg_catalog.text,"
+"       o.headers::pg_catalog.text, o.created_at::pg_catalog.text" CLAIM_WHERE;
 
 static const char *claim_envelope_sql =
 "SELECT o.message_id, o.attempts,"
-"       json_build_object('id', o.message_id, 'topic', o.topic, 'key', o.key,"
+"       pg_catalog.json_build_object('id', o.message_id, 'topic', o.topic, 'key', o.key,"
 "                         'payload', o.payload, 'headers', o.headers,"
-"                         'created_at', o.created_at, 'attempt', o.attempts + 1)::text"
+"                         'created_at', o.created_at,"
+"                         'attempt', o.attempts OPERATOR(pg_catalog.+) 1)::pg_catalog.text"
 CLAIM_WHERE;
 
 static const char *attempt_insert_sql =
 "INSERT INTO dtx.outbox_attempt (sink_id, message_ids) VALUES ($1, $2) RETURNING attempt_id";
 
 static const char *forget_attempts_sql =
-"DELETE FROM dtx.outbox_attempt WHERE attempt_id = ANY ($1)";
+"DELETE FROM dtx.outbox_attempt WHERE attempt_id" PG_EQ "ANY ($1)";
 
 static const char *attempt_delete_sql =
-"DELETE FROM dtx.outbox_attempt WHERE attempt_id = $1";
+"DELETE FROM dtx.outbox_attempt WHERE attempt_id" PG_EQ "$1";
 
+/* $4 and $5, the least and greatest id, bound the scan */
 static const char *success_sql =
-"WITH d AS (DELETE FROM dtx.outbox WHERE sink_id = $1 AND message_id BETWEEN $4 AND $5"
-"                                     AND dtx._outbox_among(message_id, $2)"
+"WITH d AS (DELETE FROM dtx.outbox WHERE sink_id" PG_EQ "$1"
+"             AND message_id OPERATOR(pg_catalog.>=) $4 AND message_id OPERATOR(pg_catalog.<=) $5"
+"             AND dtx._outbox_among(message_id, $2)"
 "           RETURNING message_id, topic, key, created_at, attempts)"
 " INSERT INTO dtx.outbox_delivered (message_id, sink_id, topic, key, created_at, attempts)"
-" SELECT message_id, $1, topic, key, created_at, attempts + 1 FROM d WHERE $3";
+" SELECT message_id, $1, topic, key, created_at, attempts OPERATOR(pg_catalog.+) 1 FROM d WHERE $3";
 
 /*
  * $3 max attempts (0: all of them die now), $4 error, $5 backoff base ms,
  * $6 backoff cap ms, $7 least delay ms (Retry-After), $8 sink name, $9
- * reason for the dead letters.  Returns the earliest next attempt.
+ * reason for the dead letters, $10 and $11 the least and greatest id.
+ * Returns the earliest next attempt.  The delay is
+ * greatest($7, least($6, $5 * 2 ^ least(attempts, 40)) * (0.5 + random() / 2)).
  */
 static const char *failure_sql =
 "WITH dead AS ("
-"   DELETE FROM dtx.outbox o WHERE o.sink_id = $1 AND o.message_id BETWEEN $10 AND $11"
-"      AND dtx._outbox_among(o.message_id, $2) AND o.attempts + 1 >= $3 RETURNING o.*),"
+"   DELETE FROM dtx.outbox o WHERE o.sink_id" PG_EQ "$1"
+"      AND o.message_id OPERATOR(pg_catalog.>=) $10 AND o.message_id OPERATOR(pg_catalog.<=) $11"
+"      AND dtx._outbox_among(o.message_id, $2)"
+"      AND (o.attempts OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.>=) $3 RETURNING o.*),"
 " ins AS ("
 "   INSERT INTO dtx.outbox_dead AS x (message_id, sink, topic, key, payload, headers,"
 "                                created_at, attempts, reason, last_error)"
-"   SELECT message_id, $8, topic, key, payload, headers, created_at, attempts + 1, $9, $4"
+"   SELECT message_id, $8, topic, key, payload, headers, created_at,"
+"          attempts OPERATOR(pg_catalog.+) 1, $9, $4"
 "   FROM dead"
 "   ON CONFLICT (sink, message_id) DO UPDATE SET topic = excluded.topic, key = excluded.key,"
 "      payload = excluded.payload, headers = excluded.headers, attempts = excluded.attempts,"
-"      reason = excluded.reason, last_error = excluded.last_error, died_at = now()"
+"      reason = excluded.reason, last_error = excluded.last_error, died_at = pg_catalog.now()"
 "   RETURNING 1),"
 " upd AS ("
-"   UPDATE dtx.outbox o SET attempts = o.attempts + 1, last_error = $4,"
-"      next_attempt_at = clock_timestamp() + make_interval(secs => greatest($7::float8,"
-"          least($6::float8, $5::float8 * 2 ^ least(o.attempts, 40)) * (0.5 + random() / 2)) / 1000.0)"
-"   WHERE o.sink_id = $1 AND o.message_id BETWEEN $10 AND $11"
-"     AND dtx._outbox_among(o.message_id, $2) AND o.attempts + 1 < $3"
+"   UPDATE dtx.outbox o SET attempts = o.attempts OPERATOR(pg_catalog.+) 1, last_error = $4,"
+"      next_attempt_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
+"        pg_catalog.make_interval(secs => GREATEST($7,"
+"          LEAST($6, $5 OPERATOR(pg_catalog.*)"
+"                    (2::pg_catalog.float8 OPERATOR(pg_catalog.^) LEAST(o.attempts, 40)))"
+"          OPERATOR(pg_catalog.*) (0.5::pg_catalog.float8 OPERATOR(pg_catalog.+)"
+"                                  (pg_catalog.random() OPERATOR(pg_catalog./) 2::pg_catalog.float8)))"
+"          OPERATOR(pg_catalog./) 1000::pg_catalog.float8)"
+"   WHERE o.sink_id" PG_EQ "$1"
+"     AND o.message_id OPERATOR(pg_catalog.>=) $10 AND o.message_id OPERATOR(pg_catalog.<=) $11"
+"     AND dtx._outbox_among(o.message_id, $2)"
+"     AND (o.attempts OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.<) $3"
 "   RETURNING o.next_attempt_at)"
-" SELECT (SELECT min(next_attempt_at) FROM upd), (SELECT count(*) FROM ins)";
+" SELECT (SELECT pg_catalog.min(next_attempt_at) FROM upd), (SELECT pg_catalog.count(*) FROM ins)";
 
 /* Attempts that died with the process: suspects, then quarantine ($1 limit) */
 static const char *recover_sql =
 "WITH a AS (DELETE FROM dtx.outbox_attempt RETURNING sink_id, message_ids),"
-"     n AS (SELECT sum(cardinality(message_ids)) AS msgs FROM a)"
-" UPDATE dtx.outbox o SET crashes = CASE WHEN n.msgs = 1"
-"                                        THEN o.crashes + 1 ELSE greatest(o.crashes, 1) END"
-" FROM a, n WHERE o.sink_id = a.sink_id AND o.message_id = ANY (a.message_ids)";
+"     n AS (SELECT pg_catalog.sum(pg_catalog.cardinality(message_ids)) AS msgs FROM a)"
+" UPDATE dtx.outbox o SET crashes = CASE WHEN n.msgs" PG_EQ "1::pg_catalog.int8"
+"                                        THEN o.crashes OPERATOR(pg_catalog.+) 1"
+"                                        ELSE GREATEST(o.crashes, 1) END"
+" FROM a, n WHERE o.sink_id" PG_EQ "a.sink_id AND o.message_id" PG_EQ "ANY (a.message_ids)";
 
 static const char *quarantine_sql =
-"WITH q AS (DELETE FROM dtx.outbox o WHERE o.crashes > $1 RETURNING o.*)"
+"WITH q AS (DELETE FROM dtx.outbox o WHERE o.crashes OPERATOR(pg_catalog.>) $1 RETURNING o.*)"
 " INSERT INTO dtx.outbox_dead AS x (message_id, sink, topic, key, payload, headers,"
 "                              created_at, attempts, reason, last_error)"
-" SELECT q.message_id, coalesce(s.name, '#' || q.sink_id), q.topic, q.key, q.payload, q.headers,"
-"        q.created_at, q.attempts, 'quarantined',"
-"        'the dispatcher died ' || (q.crashes - 1) || ' times while sending this message alone'"
-" FROM q LEFT JOIN dtx.outbox_sink s ON s.sink_id = q.sink_id"
+" SELECT q.message_id,"
+"        COALESCE(s.name, '#' OPERATOR(pg_catalog.||) q.sink_id::pg_catalog.text),"
+"        q.topic, q.key, q.payload, q.headers, q.created_at, q.attempts, 'quarantined',"
+"        'the dispatcher died ' OPERATOR(pg_catalog.||)"
+"          (q.crashes OPERATOR(pg_catalog.-) 1)::pg_catalog.text OPERATOR(pg_catalog.||)"
+"          ' times while sending this message alone'"
+" FROM q LEFT JOIN dtx.outbox_sink s ON s.sink_id" PG_EQ "q.sink_id"
 " ON CONFLICT (sink, message_id) DO UPDATE SET payload = excluded.payload,"
-"    reason = excluded.reason, last_error = excluded.last_error, died_at = now()"
+"    reason = excluded.reason, last_error = excluded.last_error, died_at = pg_catalog.now()"
 " RETURNING x.message_id, x.sink";
 
+#define OPT(name) "(options OPERATOR(pg_catalog.->>) '" name "')"
+#define OPT_INT(name) OPT(name) "::pg_catalog.int4"
+
 static const char *sink_load_sql =
-"SELECT sink_id, name, kind, options::text, owner::oid, breaker, breaker_until, failures,"
-"       options->>'url', options->>'server',"
-"       (SELECT string_agg(quote_ident(p), '.') FROM unnest(parse_ident(options->>'table')) p),"
-"       options->>'channel',"
-"       (options->>'timeout_ms')::int, (options->>'concurrency')::int,"
-"       (options->>'batch_size')::int, (options->>'max_attempts')::int,"
-"       (options->>'backoff_base_ms')::int, (options->>'backoff_max_ms')::int,"
-"       (options->>'breaker_threshold')::int, (options->>'breaker_cooldown_ms')::int,"
-"       (SELECT array_agg(h.key || ': ' || h.value) FROM jsonb_each_text(options->'headers') h)"
+"SELECT sink_id, name, kind, options::pg_catalog.text, owner::pg_catalog.oid, breaker,"
+"       breaker_until, failures, " OPT("url") ", " OPT("server") ","
+"       (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(p), '.')"
+"          FROM pg_catalog.unnest(pg_catalog.parse_ident(" OPT("table") ")) p),"
+"       " OPT("channel") ","
+"       " OPT_INT("timeout_ms") ", " OPT_INT("concurrency") ","
+"       " OPT_INT("batch_size") ", " OPT_INT("max_attempts") ","
+"       " OPT_INT("backoff_base_ms") ", " OPT_INT("backoff_max_ms") ","
+"       " OPT_INT("breaker_threshold") ", " OPT_INT("breaker_cooldown_ms") ","
+"       (SELECT pg_catalog.array_agg(h.key OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) h.value)"
+"          FROM pg_catalog.jsonb_each_text(options OPERATOR(pg_catalog.->) 'headers') h)"
 " FROM dtx.outbox_sink s ORDER BY sink_id";
 
 static const char *sink_save_sql =
-"UPDATE dtx.outbox_sink SET delivered = delivered + $2, failures = $3, breaker = $4,"
-"       breaker_until = $5, last_error = coalesce($6, last_error),"
-"       last_error_at = CASE WHEN $6 IS NULL THEN last_error_at ELSE now() END"
-" WHERE sink_id = $1";
+"UPDATE dtx.outbox_sink SET delivered = delivered OPERATOR(pg_catalog.+) $2, failures = $3,"
+"       breaker = $4, breaker_until = $5, last_error = COALESCE($6, last_error),"
+"       last_error_at = CASE WHEN $6 IS NULL THEN last_error_at ELSE pg_catalog.now() END"
+" WHERE sink_id" PG_EQ "$1";
 
 static const char *min_deferred_sql =
-"SELECT min(next_attempt_at) FROM dtx.outbox WHERE next_attempt_at > now()";
+"SELECT pg_catalog.min(next_attempt_at) FROM dtx.outbox"
+" WHERE next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now()";
+
+#define OLDER_THAN(col, param) \
+	col " OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-)" \
+	" pg_catalog.make_interval(secs => " param "))"
 
 static const char *housekeeping_sql =
-"WITH i AS (DELETE FROM dtx.inbox WHERE accepted_at < now() - make_interval(secs => $1)"
-"           RETURNING 1),"
-"     d AS (DELETE FROM dtx.outbox_delivered WHERE delivered_at < now() - make_interval(secs => $2)"
-"           RETURNING 1)"
-" SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM d)";
+"WITH i AS (DELETE FROM dtx.inbox WHERE " OLDER_THAN("accepted_at", "$1") " RETURNING 1),"
+"     d AS (DELETE FROM dtx.outbox_delivered WHERE " OLDER_THAN("delivered_at", "$2") " RETURNING 1)"
+" SELECT (SELECT pg_catalog.count(*) FROM i), (SELECT pg_catalog.count(*) FROM d)";
 
 /* Prepared plans, kept for the life of the worker */
 typedef struct PlanSlot
@@ -1227,12 +1270,21 @@ pg_params(Msg *msgs, int from, int to, char **values)
 	}
 }
 
+/*
+ * The remote INSERT of a postgres sink.  It runs under the target's
+ * search_path, as the sink owner's mapped role: its functions and types are
+ * qualified, so that a schema of the target's owner cannot put its own
+ * first (the multi-argument unnest() is sugar for ROWS FROM, unqualified
+ * only).  The table is the sink's, as given.
+ */
 static char *
 pg_insert_sql(Sink *s)
 {
 	return psprintf("INSERT INTO %s (id, topic, key, payload, headers, created_at)"
-					" SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[],"
-					" $4::jsonb[], $5::jsonb[], $6::timestamptz[])"
+					" SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
+					" pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]),"
+					" pg_catalog.unnest($4::pg_catalog.jsonb[]), pg_catalog.unnest($5::pg_catalog.jsonb[]),"
+					" pg_catalog.unnest($6::pg_catalog.timestamptz[]))"
 					" ON CONFLICT (id) DO NOTHING", s->table);
 }
 
