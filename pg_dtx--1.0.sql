@@ -845,25 +845,27 @@ CREATE INDEX inbox_accepted_at_idx ON dtx.inbox (accepted_at);
 REVOKE ALL ON dtx.inbox FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('dtx.inbox', '');
 
+-- Who may accept from a source: its owner, the role that first accepted a
+-- message from it (and roles with its privileges).  A superuser may assign
+-- a source ahead of its first use, or hand it over, here.
+CREATE TABLE dtx.inbox_source (
+    source      text COLLATE "C" PRIMARY KEY,
+    owner       regrole NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON dtx.inbox_source FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('dtx.inbox_source', '');
+
+-- In C (src/outbox.c): it checks the caller against the source's owner,
+-- then writes with the rights of its own owner, as SECURITY DEFINER would.
 CREATE FUNCTION dtx.inbox_accept(message_id text, source text DEFAULT '')
 RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n int;
-BEGIN
-    IF message_id IS NULL OR source IS NULL THEN
-        RAISE EXCEPTION 'message id and source must not be null' USING ERRCODE = '22004';
-    END IF;
-    INSERT INTO dtx.inbox (source, message_id) VALUES (inbox_accept.source, inbox_accept.message_id)
-    ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n = 1;
-END
-$$;
+AS 'MODULE_PATHNAME', 'dtx_inbox_accept'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION dtx.inbox_accept(text, text) FROM PUBLIC;
 
 COMMENT ON FUNCTION dtx.inbox_accept(text, text) IS
-  'true the first time a message id is seen from a source, in the caller''s transaction (kept dtx.inbox_retention)';
+  'true the first time a message id is seen from a source, in the caller''s transaction (kept dtx.inbox_retention); a source belongs to the role that first used it';
 
 
 -- ---------------------------------------------------------------------------

@@ -175,6 +175,54 @@ ROLLBACK;
 SELECT dtx.inbox_accept('m-2');
 SELECT source, message_id FROM dtx.inbox ORDER BY 1, 2;
 
+-- an inbox source belongs to the role that first accepted from it: no other
+-- role can make its consumer skip a message by accepting the id first
+SELECT source, owner = current_user::regrole AS mine FROM dtx.inbox_source ORDER BY 1;
+CREATE ROLE inbox_app;
+CREATE ROLE inbox_other;
+CREATE ROLE inbox_app_member IN ROLE inbox_app;
+SET ROLE inbox_other;
+SELECT expect_error($$SELECT dtx.inbox_accept('100', 'billing-consumer')$$);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION dtx.inbox_accept(text, text) TO inbox_app, inbox_other, inbox_app_member;
+SET ROLE inbox_app;
+SELECT dtx.inbox_accept('100', 'billing-consumer') AS app_first;
+SET ROLE inbox_other;
+SELECT expect_error($$SELECT dtx.inbox_accept('101', 'billing-consumer')$$);
+SELECT expect_error($$SELECT dtx.inbox_accept('m-3')$$);
+SELECT dtx.inbox_accept('101', 'other-consumer') AS own_source;
+SET ROLE inbox_app;
+SELECT dtx.inbox_accept('101', 'billing-consumer') AS app_still_gets_101;
+SET ROLE inbox_app_member;
+SELECT dtx.inbox_accept('102', 'billing-consumer') AS member_may;
+RESET ROLE;
+SELECT dtx.inbox_accept('103', 'billing-consumer') AS superuser_may;
+-- a first use that rolls back owns nothing
+SET ROLE inbox_other;
+BEGIN;
+SELECT dtx.inbox_accept('1', 'late-consumer');
+ROLLBACK;
+SET ROLE inbox_app;
+SELECT dtx.inbox_accept('1', 'late-consumer') AS app_first_after_rollback;
+RESET ROLE;
+-- a superuser hands a source over
+UPDATE dtx.inbox_source SET owner = 'inbox_other' WHERE source = 'billing-consumer';
+SET ROLE inbox_other;
+SELECT dtx.inbox_accept('104', 'billing-consumer') AS new_owner_may;
+SET ROLE inbox_app;
+SELECT expect_error($$SELECT dtx.inbox_accept('105', 'billing-consumer')$$);
+-- the tables stay closed to them
+SELECT expect_error($$SELECT * FROM dtx.inbox_source$$);
+SELECT expect_error($$INSERT INTO dtx.inbox VALUES ('billing-consumer', '106')$$);
+RESET ROLE;
+SELECT i.source, s.owner, i.message_id
+  FROM dtx.inbox i JOIN dtx.inbox_source s USING (source)
+ WHERE source LIKE '%-consumer' ORDER BY 1, 3;
+DELETE FROM dtx.inbox WHERE source LIKE '%-consumer';
+DELETE FROM dtx.inbox_source WHERE source LIKE '%-consumer';
+REVOKE EXECUTE ON FUNCTION dtx.inbox_accept(text, text) FROM inbox_app, inbox_other, inbox_app_member;
+DROP ROLE inbox_app_member, inbox_app, inbox_other;
+
 -- only superusers (and roles granted EXECUTE) configure sinks and send
 CREATE ROLE outbox_app;
 SET ROLE outbox_app;

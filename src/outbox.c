@@ -54,6 +54,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/vacuum.h"
@@ -67,6 +68,7 @@
 #include "pgstat.h"
 #include "storage/fd.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -76,6 +78,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "connection.h"
@@ -119,6 +122,7 @@ PG_FUNCTION_INFO_V1(dtx_outbox_wake);
 PG_FUNCTION_INFO_V1(dtx_outbox_key_head);
 PG_FUNCTION_INFO_V1(dtx_outbox_on_the_wire);
 PG_FUNCTION_INFO_V1(dtx_outbox_among);
+PG_FUNCTION_INFO_V1(dtx_inbox_accept);
 
 /* ----------------------------------------------------------------
  * Settings
@@ -330,6 +334,138 @@ dtx_outbox_xact_callback(XactEvent event)
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
 		outbox_wake_pending = false;
+}
+
+/* ----------------------------------------------------------------
+ * Consumer side: dtx.inbox_accept
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * A source belongs to a role: the one that first accepted a message from
+ * it, recorded in dtx.inbox_source.  Only roles with the privileges of the
+ * owner (its members that inherit, superusers) may accept from it, so that
+ * no other role can make a consumer skip a message by accepting its id
+ * first.
+ */
+static const char *inbox_owner_sql =
+"SELECT owner::pg_catalog.oid FROM dtx.inbox_source WHERE source OPERATOR(pg_catalog.=) $1";
+
+/* First use: the caller owns it (a concurrent first use waits, then sees the winner's) */
+static const char *inbox_claim_sql =
+"INSERT INTO dtx.inbox_source AS s (source, owner) VALUES ($1, $2)"
+" ON CONFLICT (source) DO UPDATE SET owner = s.owner RETURNING owner::pg_catalog.oid";
+
+static const char *inbox_insert_sql =
+"INSERT INTO dtx.inbox (source, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+static SPIPlanPtr inbox_owner_plan = NULL;
+static SPIPlanPtr inbox_claim_plan = NULL;
+static SPIPlanPtr inbox_insert_plan = NULL;
+
+/* SPI_execute_plan of a plan kept for the life of the backend */
+static void
+inbox_run(SPIPlanPtr *plan, const char *sql, Oid type2, Datum *values, int expect)
+{
+	int			rc;
+
+	if (*plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, type2};
+		SPIPlanPtr	p = SPI_prepare(sql, 2 - (type2 == InvalidOid), types);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	rc = SPI_execute_plan(*plan, values, NULL, false, 0);
+	if (rc != expect)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+}
+
+/* The owner of the function called (its rights are the ones used) */
+static Oid
+inbox_definer(FunctionCallInfo fcinfo)
+{
+	Oid		   *owner = (Oid *) fcinfo->flinfo->fn_extra;
+
+	if (owner == NULL)
+	{
+		HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
+		owner = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(Oid));
+		*owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+		ReleaseSysCache(tup);
+		fcinfo->flinfo->fn_extra = owner;
+	}
+	return *owner;
+}
+
+/*
+ * dtx.inbox_accept(message_id text, source text DEFAULT '') -> boolean
+ *
+ * True the first time (source, message_id) is seen, in the caller's
+ * transaction.  Declared SECURITY INVOKER, with search_path pg_catalog,
+ * pg_temp: the caller is who it checks against the source's owner, and the
+ * tables (not for PUBLIC) are then read and written with the rights of the
+ * function's owner, as SECURITY DEFINER would (the user is switched back
+ * on return; an ERROR's abort restores it).  22004 for a NULL argument,
+ * 42501 when the source belongs to a role whose privileges the caller
+ * does not have.  Three plans kept per backend; no other state.
+ */
+Datum
+dtx_inbox_accept(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	Oid			definer;
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec_context;
+	Datum		args[2];
+	bool		isnull;
+	bool		accepted;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("message id and source must not be null")));
+	definer = inbox_definer(fcinfo);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(definer, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	args[0] = PG_GETARG_DATUM(1);
+	inbox_run(&inbox_owner_plan, inbox_owner_sql, InvalidOid, args, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+	{
+		args[1] = ObjectIdGetDatum(caller);
+		inbox_run(&inbox_claim_plan, inbox_claim_sql, REGROLEOID, args,
+				  SPI_OK_INSERT_RETURNING);
+	}
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										   1, &isnull));
+	if (owner != caller && !has_privs_of_role(caller, owner))
+	{
+		char	   *name = GetUserNameFromId(owner, true);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for inbox source \"%s\"",
+						TextDatumGetCString(PG_GETARG_DATUM(1))),
+				 name ? errdetail("The source belongs to role \"%s\".", name)
+				 : errdetail("The source belongs to a role that was dropped (OID %u).", owner),
+				 errhint("A source belongs to the role that first accepted a message from it; roles with its privileges may use it too. A superuser can hand it over with UPDATE dtx.inbox_source.")));
+	}
+	args[0] = PG_GETARG_DATUM(1);
+	args[1] = PG_GETARG_DATUM(0);
+	inbox_run(&inbox_insert_plan, inbox_insert_sql, TEXTOID, args, SPI_OK_INSERT);
+	accepted = (SPI_processed == 1);
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	PG_RETURN_BOOL(accepted);
 }
 
 /* ----------------------------------------------------------------
