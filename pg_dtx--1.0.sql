@@ -506,6 +506,28 @@ REVOKE ALL ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) FROM PUBLIC;
 COMMENT ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) IS
   'queue a message in the current transaction; delivered after commit to every sink routed for its topic';
 
+-- A sink is delivered with its owner's user mapping and rights: only a role
+-- with the privileges of a role may make it a sink's owner (sink_create
+-- makes the caller the owner).
+CREATE FUNCTION dtx._outbox_sink_owner_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(NEW.owner::pg_catalog.oid, 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied to make role % the owner of sink "%"', NEW.owner, NEW.name
+            USING ERRCODE = '42501', HINT = 'A sink belongs to the role that creates it.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER outbox_sink_owner BEFORE INSERT OR UPDATE OF owner ON dtx.outbox_sink
+    FOR EACH ROW EXECUTE FUNCTION dtx._outbox_sink_owner_check();
+
+-- dtx.sink_create's check of a postgres sink's server for the caller
+CREATE FUNCTION dtx._outbox_check_server(server text) RETURNS void
+AS 'MODULE_PATHNAME', 'dtx_outbox_check_server'
+LANGUAGE C STABLE PARALLEL SAFE;
+
 CREATE FUNCTION dtx.sink_create(name text, kind text, options jsonb DEFAULT '{}')
 RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -544,10 +566,10 @@ BEGIN
             RAISE EXCEPTION 'postgres sink "%" needs options "server" and "table"', name
                 USING ERRCODE = '22023';
         END IF;
-        IF NOT EXISTS (SELECT FROM pg_foreign_server WHERE srvname = options->>'server') THEN
-            RAISE EXCEPTION 'server "%" does not exist', options->>'server'
-                USING ERRCODE = '42704';
-        END IF;
+        -- a participant the caller, the sink's owner, may use, as for
+        -- dtx.exec: 42704 unknown server or no user mapping, 42809 a server
+        -- of another wrapper, 42501 no USAGE (checked again at delivery)
+        PERFORM dtx._outbox_check_server(options->>'server');
         PERFORM parse_ident(options->>'table');
     ELSIF kind = 'notify' THEN
         known := known || ARRAY['channel'];

@@ -248,6 +248,65 @@ SELECT dtx._outbox_key_head(-1, 'k1') AS after_rollback;
 REVOKE EXECUTE ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) FROM outbox_app;
 DROP ROLE outbox_app;
 
+-- a sink's owner needs USAGE on its server and a user mapping, as for
+-- dtx.exec: at sink_create, and at every delivery (checked as the owner)
+CREATE FUNCTION wait_for(cond text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE ok boolean;
+BEGIN
+  FOR i IN 1..6000 LOOP
+    EXECUTE cond INTO ok;
+    IF ok THEN RETURN true; END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  RETURN false;
+END $$;
+SELECT dtx.exec('loop_a', 'CREATE TABLE events_owned (LIKE events INCLUDING ALL)');
+CREATE ROLE sink_owner;
+GRANT EXECUTE ON FUNCTION dtx.sink_create(text, text, jsonb) TO sink_owner;
+GRANT SELECT, INSERT ON dtx.outbox_sink TO sink_owner;
+-- a superuser's PUBLIC mapping that needs no password: the hole to avoid
+CREATE USER MAPPING FOR PUBLIC SERVER loop_a OPTIONS (password_required 'false');
+SET ROLE sink_owner;
+SELECT expect_error($$SELECT dtx.sink_create('owned', 'postgres', '{"server": "loop_a", "table": "events_owned"}')$$);
+-- nor can it make another role the owner of a sink
+SELECT regexp_replace(expect_error($$INSERT INTO dtx.outbox_sink (name, kind, options, owner) VALUES ('owned', 'notify', '{"channel": "c"}', 10::oid::regrole)$$),
+                      'role \S+', 'role <bootstrap superuser>') AS refused;
+RESET ROLE;
+GRANT USAGE ON FOREIGN SERVER loop_a TO sink_owner;
+SET ROLE sink_owner;
+SELECT dtx.sink_create('owned', 'postgres', '{"server": "loop_a", "table": "events_owned", "breaker_cooldown_ms": 50}') > 0 AS created;
+RESET ROLE;
+SELECT owner FROM dtx.outbox_sink WHERE name = 'owned';
+SELECT dtx.route_create('owned.*', 'owned');
+SELECT dtx.outbox_send('owned.1', '{"n": 1}') > 0 AS sent;
+SELECT wait_outbox_empty();
+-- USAGE revoked after creation: delivery stops, the sink records why
+REVOKE USAGE ON FOREIGN SERVER loop_a FROM sink_owner;
+SELECT dtx.outbox_send('owned.2', '{"n": 2}') > 0 AS sent;
+SELECT wait_for($$SELECT last_error LIKE '%permission denied for foreign server loop_a%' FROM dtx.outbox_status WHERE sink = 'owned'$$) AS refused;
+SELECT pg_sleep(0.3);
+SELECT ready + deferred AS waiting FROM dtx.outbox_status WHERE sink = 'owned';
+SELECT payload FROM dtx.query('loop_a', 'SELECT payload::text FROM events_owned ORDER BY id') AS t(payload jsonb);
+-- granted again: delivered
+GRANT USAGE ON FOREIGN SERVER loop_a TO sink_owner;
+SELECT wait_outbox_empty();
+SELECT payload FROM dtx.query('loop_a', 'SELECT payload::text FROM events_owned ORDER BY id') AS t(payload jsonb);
+-- no user mapping (of the role or PUBLIC): 42704, at creation and delivery
+DROP USER MAPPING FOR PUBLIC SERVER loop_a;
+SET ROLE sink_owner;
+SELECT expect_error($$SELECT dtx.sink_create('owned2', 'postgres', '{"server": "loop_a", "table": "events_owned"}')$$);
+RESET ROLE;
+SELECT dtx.outbox_send('owned.3', '{"n": 3}') > 0 AS sent;
+SELECT wait_for($$SELECT last_error LIKE '%user mapping not found%' FROM dtx.outbox_status WHERE sink = 'owned'$$) AS refused;
+SELECT dtx.sink_drop('owned', force => true);
+DELETE FROM dtx.outbox_dead WHERE sink = 'owned';
+REVOKE ALL ON dtx.outbox_sink FROM sink_owner;
+REVOKE ALL ON FUNCTION dtx.sink_create(text, text, jsonb) FROM sink_owner;
+REVOKE USAGE ON FOREIGN SERVER loop_a FROM sink_owner;
+DROP ROLE sink_owner;
+SELECT dtx.exec('loop_a', 'DROP TABLE events_owned');
+DROP FUNCTION wait_for(text);
+
 -- delivered messages can be listed for a while (dtx.outbox_keep_delivered)
 ALTER SYSTEM SET dtx.outbox_keep_delivered = '1h';
 SELECT pg_reload_conf();

@@ -83,6 +83,7 @@
 
 #include "connection.h"
 #include "http.h"
+#include "option.h"
 #include "outbox.h"
 #include "pg_dtx.h"
 #include "worker.h"
@@ -123,6 +124,7 @@ PG_FUNCTION_INFO_V1(dtx_outbox_key_head);
 PG_FUNCTION_INFO_V1(dtx_outbox_on_the_wire);
 PG_FUNCTION_INFO_V1(dtx_outbox_among);
 PG_FUNCTION_INFO_V1(dtx_inbox_accept);
+PG_FUNCTION_INFO_V1(dtx_outbox_check_server);
 
 /* ----------------------------------------------------------------
  * Settings
@@ -1310,6 +1312,65 @@ batch_free(Batch *b)
 	MemoryContextDelete(b->cxt);
 }
 
+/*
+ * sink_server finds a postgres sink's server and user mapping as dtx.exec
+ * does for the current user: a participant (42704 unknown, 42809 another
+ * wrapper), USAGE on it (42501), a user mapping of the user or PUBLIC
+ * (42704).  dtx.sink_create checks this for its caller, the worker for the
+ * sink's owner before every claim and connection.
+ */
+static ForeignServer *
+sink_server(const char *servername, UserMapping **user)
+{
+	ForeignServer *server = dtx_get_participant(servername);
+
+	*user = GetUserMapping(GetUserId(), server->serverid);
+	return server;
+}
+
+/*
+ * sink_server_as_owner: sink_server as the sink's owner.  On ERROR the
+ * abort of the (sub)transaction sets the user back.
+ */
+static ForeignServer *
+sink_server_as_owner(Sink *s, UserMapping **user)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	ForeignServer *server;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(s->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	server = sink_server(s->server, user);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return server;
+}
+
+/* For dtx_try: the sink's owner may still use its server */
+static void
+check_sink(void *arg)
+{
+	UserMapping *user;
+
+	(void) sink_server_as_owner((Sink *) arg, &user);
+}
+
+/*
+ * dtx._outbox_check_server(server text) -> void
+ *
+ * dtx.sink_create's check of a postgres sink's server, for the current
+ * user (the sink's owner to be): ERRORs as sink_server.
+ */
+Datum
+dtx_outbox_check_server(PG_FUNCTION_ARGS)
+{
+	UserMapping *user;
+
+	dtx_check_not_null(fcinfo, 0, "server");
+	(void) sink_server(text_to_cstring(PG_GETARG_TEXT_PP(0)), &user);
+	PG_RETURN_VOID();
+}
+
 /* For dtx_try: open (or check) the connection of a postgres sink */
 typedef struct ConnectArgs
 {
@@ -1321,8 +1382,8 @@ static void
 connect_sink(void *arg)
 {
 	ConnectArgs *a = (ConnectArgs *) arg;
-	ForeignServer *server = GetForeignServerByName(a->sink->server, false);
-	UserMapping *user = GetUserMapping(a->sink->owner, server->serverid);
+	UserMapping *user;
+	ForeignServer *server = sink_server_as_owner(a->sink, &user);
 
 	a->conn = dtx_conn_get(server, user);
 	/* its batches stay on the wire across the dispatcher's transactions */
@@ -1993,18 +2054,29 @@ connect_sinks(TimestampTz now)
 
 /*
  * claim_for claims for a sink (claim_batch); a postgres sink needs its
- * connection (else it waits for the next round's connect_sinks).
+ * connection (else it waits for the next round's connect_sinks), and its
+ * owner must still have USAGE on its server and a user mapping, checked
+ * every round as dtx.exec checks every call (a failure is the sink's:
+ * recorded in last_error, counted for the breaker; nothing is claimed).
  */
 static Batch *
 claim_for(Sink *s, int limit, bool suspects, bool *more)
 {
 	Batch	   *b;
+	ErrorData  *e;
 
 	if (s->kind != SINK_POSTGRES)
 		return claim_batch(s, limit, suspects);
 	if (!sink_connected(s))
 	{
 		*more = true;			/* connect_sinks, then claim */
+		return NULL;
+	}
+	/* its owner's rights on the server may have gone since it connected */
+	if ((e = dtx_try(check_sink, s)) != NULL)
+	{
+		sink_round_result(s, false, true, e->message);
+		FreeErrorData(e);
 		return NULL;
 	}
 	b = claim_batch(s, limit, suspects);
