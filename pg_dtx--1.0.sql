@@ -553,6 +553,10 @@ BEGIN
             RAISE EXCEPTION 'http sink "%" needs option "url" (http:// or https://)', name
                 USING ERRCODE = '22023';
         END IF;
+        IF options->>'url' ~ '[[:cntrl:][:space:]]' THEN
+            RAISE EXCEPTION 'option "url" of sink "%" must not contain spaces or control characters', name
+                USING ERRCODE = '22023', HINT = 'Percent-encode them (%20 for a space).';
+        END IF;
         IF options ? 'headers' AND (jsonb_typeof(options->'headers') <> 'object' OR
             EXISTS (SELECT FROM jsonb_each(options->'headers') h
                     WHERE jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$'
@@ -570,7 +574,10 @@ BEGIN
         -- dtx.exec: 42704 unknown server or no user mapping, 42809 a server
         -- of another wrapper, 42501 no USAGE (checked again at delivery)
         PERFORM dtx._outbox_check_server(options->>'server');
-        PERFORM parse_ident(options->>'table');
+        IF cardinality(parse_ident(options->>'table')) > 2 THEN
+            RAISE EXCEPTION 'option "table" of sink "%" must be a table name, schema-qualified or not', name
+                USING ERRCODE = '22023', DETAIL = format('"%s" has more than two parts.', options->>'table');
+        END IF;
     ELSIF kind = 'notify' THEN
         known := known || ARRAY['channel'];
         IF coalesce(options->>'channel', '') = '' OR octet_length(options->>'channel') > 63 THEN
@@ -625,6 +632,9 @@ DECLARE
     s dtx.outbox_sink;
     n bigint;
 BEGIN
+    IF name IS NULL OR force IS NULL THEN
+        RAISE EXCEPTION 'sink name and force must not be null' USING ERRCODE = '22004';
+    END IF;
     -- lock order as the dispatcher's: the sink's messages, then the sink
     PERFORM FROM dtx.outbox o JOIN dtx.outbox_sink x USING (sink_id)
      WHERE x.name = sink_drop.name FOR UPDATE OF o;
@@ -791,6 +801,9 @@ DECLARE
     sid int;
     n bigint;
 BEGIN
+    IF sink IS NULL THEN
+        RAISE EXCEPTION 'sink name must not be null' USING ERRCODE = '22004';
+    END IF;
     SELECT s.sink_id INTO sid FROM dtx.outbox_sink s WHERE s.name = outbox_replay_all.sink;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'sink "%" does not exist', sink USING ERRCODE = '42704';

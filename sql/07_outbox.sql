@@ -152,12 +152,29 @@ SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://h/", 
 SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "nope", "table": "t"}')$$);
 SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "loop_a"}')$$);
 SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "loop_a", "table": "a..b"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://x\ny"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://x y"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://x/\u0001"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://x/a\tb"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "loop_a", "table": "a.b.c.d"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "loop_a", "table": "a.b.c"}')$$);
+-- a server of another foreign-data wrapper is not a participant
+CREATE FOREIGN DATA WRAPPER not_dtx;
+CREATE SERVER not_dtx_srv FOREIGN DATA WRAPPER not_dtx;
+CREATE USER MAPPING FOR CURRENT_USER SERVER not_dtx_srv;
+SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "not_dtx_srv", "table": "t"}')$$);
+DROP USER MAPPING FOR CURRENT_USER SERVER not_dtx_srv;
+DROP SERVER not_dtx_srv;
+DROP FOREIGN DATA WRAPPER not_dtx;
 SELECT expect_error($$SELECT dtx.sink_create('x', 'notify', '{"channel": ""}')$$);
 SELECT expect_error($$SELECT dtx.sink_create('x', 'notify', '[]')$$);
 SELECT expect_error($$SELECT dtx.sink_create('a', 'notify', '{"channel": "c"}')$$);
 SELECT expect_error($$SELECT dtx.route_create('t', 'no_such_sink')$$);
 SELECT expect_error($$SELECT dtx.route_create(NULL, 'a')$$);
 SELECT expect_error($$SELECT dtx.sink_drop('no_such_sink')$$);
+SELECT expect_error($$SELECT dtx.sink_drop(NULL)$$);
+SELECT expect_error($$SELECT dtx.sink_drop('a', NULL)$$);
+SELECT expect_error($$SELECT dtx.outbox_replay_all(NULL)$$);
 SELECT expect_error($$SELECT dtx.outbox_replay(NULL)$$);
 SELECT expect_error($$SELECT dtx.outbox_replay(123456789)$$);
 SELECT expect_error($$SELECT dtx.outbox_replay_all('no_such_sink')$$);
@@ -306,6 +323,22 @@ REVOKE USAGE ON FOREIGN SERVER loop_a FROM sink_owner;
 DROP ROLE sink_owner;
 SELECT dtx.exec('loop_a', 'DROP TABLE events_owned');
 DROP FUNCTION wait_for(text);
+
+-- a non-superuser's user mapping (a sink owner's, say) cannot name client
+-- certificate files, which the server would read: as postgres_fdw
+CREATE ROLE mapping_user;
+GRANT USAGE ON FOREIGN SERVER loop_b TO mapping_user;
+SET ROLE mapping_user;
+SELECT expect_error($$CREATE USER MAPPING FOR mapping_user SERVER loop_b OPTIONS (user 'u', password 'p', sslcert 'server.crt')$$);
+SELECT expect_error($$CREATE USER MAPPING FOR mapping_user SERVER loop_b OPTIONS (user 'u', password 'p', sslkey 'server.key')$$);
+CREATE USER MAPPING FOR mapping_user SERVER loop_b OPTIONS (user 'u', password 'p');
+SELECT expect_error($$ALTER USER MAPPING FOR mapping_user SERVER loop_b OPTIONS (ADD sslkey 'server.key')$$);
+RESET ROLE;
+ALTER USER MAPPING FOR mapping_user SERVER loop_b OPTIONS (ADD sslcert 'client.crt', ADD sslkey 'client.key');
+SELECT o FROM pg_user_mappings, unnest(umoptions) o WHERE usename = 'mapping_user' AND o LIKE 'ssl%';
+DROP USER MAPPING FOR mapping_user SERVER loop_b;
+REVOKE USAGE ON FOREIGN SERVER loop_b FROM mapping_user;
+DROP ROLE mapping_user;
 
 -- delivered messages can be listed for a while (dtx.outbox_keep_delivered)
 ALTER SYSTEM SET dtx.outbox_keep_delivered = '1h';
