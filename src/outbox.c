@@ -2484,6 +2484,14 @@ dtx_outbox_work(void)
 										   ALLOCSET_DEFAULT_SIZES);
 		round_cxt = AllocSetContextCreate(outbox_cxt, "pg_dtx outbox round",
 										  ALLOCSET_DEFAULT_SIZES);
+
+		/*
+		 * created_at goes to postgres sinks as text, which the target reads
+		 * in ISO (DTX_SESSION_SETUP_SQL): ISO here too, whatever DateStyle
+		 * the database's owner set ('SQL, DMY' turned 4 December into 12
+		 * April at the target).
+		 */
+		SetConfigOption("datestyle", "ISO", PGC_SUSET, PGC_S_OVERRIDE);
 	}
 
 	PG_TRY();

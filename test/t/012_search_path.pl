@@ -179,7 +179,9 @@ $node->safe_psql('appdb', join(";\n",
 	    RETURN true;
 	  END $$},
 	@shadows,
-	'ALTER DATABASE appdb SET search_path = evil, pg_catalog') . ";\n",
+	'ALTER DATABASE appdb SET search_path = evil, pg_catalog',
+	# a day-first DateStyle, that the postgres sink's created_at must survive
+	q{ALTER DATABASE appdb SET datestyle = 'SQL, DMY'}) . ";\n",
 	extra_params => [ '-U', 'app' ]);
 
 # the shadows work: unqualified names in the database's search_path reach them
@@ -206,6 +208,8 @@ attack(q{SELECT dtx.outbox_send('orders.bad', '{"reject": true}', 'bad')});
 attack(q{SELECT dtx.outbox_send('unrouted.x', '{"n": 0}')});
 
 wait_for('sinkdb', q{SELECT count(*) = 20 FROM events}, 'the postgres sink got the 20 messages');
+is(sq('sinkdb', q{SELECT count(*) FROM events WHERE abs(extract(epoch FROM now() - created_at)) > 3600}), '0',
+	'created_at arrives as it was (the worker does not use the day-first DateStyle of the database)');
 wait_for('appdb', q{SELECT count(*) = 1 FROM dtx.outbox_dead WHERE sink = 'tbl' AND reason = 'max attempts'},
 	'the rejected row was retried with backoff, then dead-lettered');
 wait_for('appdb', q{SELECT delivered = 21 FROM dtx.outbox_status WHERE sink = 'n'},
