@@ -500,11 +500,33 @@ CREATE FUNCTION dtx.outbox_send(topic text, payload jsonb, key text DEFAULT NULL
                                 headers jsonb DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'dtx_outbox_send'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER;
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) FROM PUBLIC;
 
 COMMENT ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) IS
   'queue a message in the current transaction; delivered after commit to every sink routed for its topic';
+
+-- A sink is delivered with its owner's user mapping and rights: only a role
+-- with the privileges of a role may make it a sink's owner (sink_create
+-- makes the caller the owner).
+CREATE FUNCTION dtx._outbox_sink_owner_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(NEW.owner::pg_catalog.oid, 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied to make role % the owner of sink "%"', NEW.owner, NEW.name
+            USING ERRCODE = '42501', HINT = 'A sink belongs to the role that creates it.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER outbox_sink_owner BEFORE INSERT OR UPDATE OF owner ON dtx.outbox_sink
+    FOR EACH ROW EXECUTE FUNCTION dtx._outbox_sink_owner_check();
+
+-- dtx.sink_create's check of a postgres sink's server for the caller
+CREATE FUNCTION dtx._outbox_check_server(server text) RETURNS void
+AS 'MODULE_PATHNAME', 'dtx_outbox_check_server'
+LANGUAGE C STABLE PARALLEL SAFE;
 
 CREATE FUNCTION dtx.sink_create(name text, kind text, options jsonb DEFAULT '{}')
 RETURNS int
@@ -531,6 +553,10 @@ BEGIN
             RAISE EXCEPTION 'http sink "%" needs option "url" (http:// or https://)', name
                 USING ERRCODE = '22023';
         END IF;
+        IF options->>'url' ~ '[[:cntrl:][:space:]]' THEN
+            RAISE EXCEPTION 'option "url" of sink "%" must not contain spaces or control characters', name
+                USING ERRCODE = '22023', HINT = 'Percent-encode them (%20 for a space).';
+        END IF;
         IF options ? 'headers' AND (jsonb_typeof(options->'headers') <> 'object' OR
             EXISTS (SELECT FROM jsonb_each(options->'headers') h
                     WHERE jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$'
@@ -544,11 +570,14 @@ BEGIN
             RAISE EXCEPTION 'postgres sink "%" needs options "server" and "table"', name
                 USING ERRCODE = '22023';
         END IF;
-        IF NOT EXISTS (SELECT FROM pg_foreign_server WHERE srvname = options->>'server') THEN
-            RAISE EXCEPTION 'server "%" does not exist', options->>'server'
-                USING ERRCODE = '42704';
+        -- a participant the caller, the sink's owner, may use, as for
+        -- dtx.exec: 42704 unknown server or no user mapping, 42809 a server
+        -- of another wrapper, 42501 no USAGE (checked again at delivery)
+        PERFORM dtx._outbox_check_server(options->>'server');
+        IF cardinality(parse_ident(options->>'table')) > 2 THEN
+            RAISE EXCEPTION 'option "table" of sink "%" must be a table name, schema-qualified or not', name
+                USING ERRCODE = '22023', DETAIL = format('"%s" has more than two parts.', options->>'table');
         END IF;
-        PERFORM parse_ident(options->>'table');
     ELSIF kind = 'notify' THEN
         known := known || ARRAY['channel'];
         IF coalesce(options->>'channel', '') = '' OR octet_length(options->>'channel') > 63 THEN
@@ -603,6 +632,9 @@ DECLARE
     s dtx.outbox_sink;
     n bigint;
 BEGIN
+    IF name IS NULL OR force IS NULL THEN
+        RAISE EXCEPTION 'sink name and force must not be null' USING ERRCODE = '22004';
+    END IF;
     -- lock order as the dispatcher's: the sink's messages, then the sink
     PERFORM FROM dtx.outbox o JOIN dtx.outbox_sink x USING (sink_id)
      WHERE x.name = sink_drop.name FOR UPDATE OF o;
@@ -769,6 +801,9 @@ DECLARE
     sid int;
     n bigint;
 BEGIN
+    IF sink IS NULL THEN
+        RAISE EXCEPTION 'sink name must not be null' USING ERRCODE = '22004';
+    END IF;
     SELECT s.sink_id INTO sid FROM dtx.outbox_sink s WHERE s.name = outbox_replay_all.sink;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'sink "%" does not exist', sink USING ERRCODE = '42704';
@@ -845,25 +880,27 @@ CREATE INDEX inbox_accepted_at_idx ON dtx.inbox (accepted_at);
 REVOKE ALL ON dtx.inbox FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('dtx.inbox', '');
 
+-- Who may accept from a source: its owner, the role that first accepted a
+-- message from it (and roles with its privileges).  A superuser may assign
+-- a source ahead of its first use, or hand it over, here.
+CREATE TABLE dtx.inbox_source (
+    source      text COLLATE "C" PRIMARY KEY,
+    owner       regrole NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON dtx.inbox_source FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('dtx.inbox_source', '');
+
+-- In C (src/outbox.c): it checks the caller against the source's owner,
+-- then writes with the rights of its own owner, as SECURITY DEFINER would.
 CREATE FUNCTION dtx.inbox_accept(message_id text, source text DEFAULT '')
 RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n int;
-BEGIN
-    IF message_id IS NULL OR source IS NULL THEN
-        RAISE EXCEPTION 'message id and source must not be null' USING ERRCODE = '22004';
-    END IF;
-    INSERT INTO dtx.inbox (source, message_id) VALUES (inbox_accept.source, inbox_accept.message_id)
-    ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n = 1;
-END
-$$;
+AS 'MODULE_PATHNAME', 'dtx_inbox_accept'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION dtx.inbox_accept(text, text) FROM PUBLIC;
 
 COMMENT ON FUNCTION dtx.inbox_accept(text, text) IS
-  'true the first time a message id is seen from a source, in the caller''s transaction (kept dtx.inbox_retention)';
+  'true the first time a message id is seen from a source, in the caller''s transaction (kept dtx.inbox_retention); a source belongs to the role that first used it';
 
 
 -- ---------------------------------------------------------------------------

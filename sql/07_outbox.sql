@@ -152,12 +152,29 @@ SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://h/", 
 SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "nope", "table": "t"}')$$);
 SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "loop_a"}')$$);
 SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "loop_a", "table": "a..b"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://x\ny"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://x y"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://x/\u0001"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'http', '{"url": "http://x/a\tb"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "loop_a", "table": "a.b.c.d"}')$$);
+SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "loop_a", "table": "a.b.c"}')$$);
+-- a server of another foreign-data wrapper is not a participant
+CREATE FOREIGN DATA WRAPPER not_dtx;
+CREATE SERVER not_dtx_srv FOREIGN DATA WRAPPER not_dtx;
+CREATE USER MAPPING FOR CURRENT_USER SERVER not_dtx_srv;
+SELECT expect_error($$SELECT dtx.sink_create('x', 'postgres', '{"server": "not_dtx_srv", "table": "t"}')$$);
+DROP USER MAPPING FOR CURRENT_USER SERVER not_dtx_srv;
+DROP SERVER not_dtx_srv;
+DROP FOREIGN DATA WRAPPER not_dtx;
 SELECT expect_error($$SELECT dtx.sink_create('x', 'notify', '{"channel": ""}')$$);
 SELECT expect_error($$SELECT dtx.sink_create('x', 'notify', '[]')$$);
 SELECT expect_error($$SELECT dtx.sink_create('a', 'notify', '{"channel": "c"}')$$);
 SELECT expect_error($$SELECT dtx.route_create('t', 'no_such_sink')$$);
 SELECT expect_error($$SELECT dtx.route_create(NULL, 'a')$$);
 SELECT expect_error($$SELECT dtx.sink_drop('no_such_sink')$$);
+SELECT expect_error($$SELECT dtx.sink_drop(NULL)$$);
+SELECT expect_error($$SELECT dtx.sink_drop('a', NULL)$$);
+SELECT expect_error($$SELECT dtx.outbox_replay_all(NULL)$$);
 SELECT expect_error($$SELECT dtx.outbox_replay(NULL)$$);
 SELECT expect_error($$SELECT dtx.outbox_replay(123456789)$$);
 SELECT expect_error($$SELECT dtx.outbox_replay_all('no_such_sink')$$);
@@ -174,6 +191,54 @@ SELECT dtx.inbox_accept('m-2');
 ROLLBACK;
 SELECT dtx.inbox_accept('m-2');
 SELECT source, message_id FROM dtx.inbox ORDER BY 1, 2;
+
+-- an inbox source belongs to the role that first accepted from it: no other
+-- role can make its consumer skip a message by accepting the id first
+SELECT source, owner = current_user::regrole AS mine FROM dtx.inbox_source ORDER BY 1;
+CREATE ROLE inbox_app;
+CREATE ROLE inbox_other;
+CREATE ROLE inbox_app_member IN ROLE inbox_app;
+SET ROLE inbox_other;
+SELECT expect_error($$SELECT dtx.inbox_accept('100', 'billing-consumer')$$);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION dtx.inbox_accept(text, text) TO inbox_app, inbox_other, inbox_app_member;
+SET ROLE inbox_app;
+SELECT dtx.inbox_accept('100', 'billing-consumer') AS app_first;
+SET ROLE inbox_other;
+SELECT expect_error($$SELECT dtx.inbox_accept('101', 'billing-consumer')$$);
+SELECT expect_error($$SELECT dtx.inbox_accept('m-3')$$);
+SELECT dtx.inbox_accept('101', 'other-consumer') AS own_source;
+SET ROLE inbox_app;
+SELECT dtx.inbox_accept('101', 'billing-consumer') AS app_still_gets_101;
+SET ROLE inbox_app_member;
+SELECT dtx.inbox_accept('102', 'billing-consumer') AS member_may;
+RESET ROLE;
+SELECT dtx.inbox_accept('103', 'billing-consumer') AS superuser_may;
+-- a first use that rolls back owns nothing
+SET ROLE inbox_other;
+BEGIN;
+SELECT dtx.inbox_accept('1', 'late-consumer');
+ROLLBACK;
+SET ROLE inbox_app;
+SELECT dtx.inbox_accept('1', 'late-consumer') AS app_first_after_rollback;
+RESET ROLE;
+-- a superuser hands a source over
+UPDATE dtx.inbox_source SET owner = 'inbox_other' WHERE source = 'billing-consumer';
+SET ROLE inbox_other;
+SELECT dtx.inbox_accept('104', 'billing-consumer') AS new_owner_may;
+SET ROLE inbox_app;
+SELECT expect_error($$SELECT dtx.inbox_accept('105', 'billing-consumer')$$);
+-- the tables stay closed to them
+SELECT expect_error($$SELECT * FROM dtx.inbox_source$$);
+SELECT expect_error($$INSERT INTO dtx.inbox VALUES ('billing-consumer', '106')$$);
+RESET ROLE;
+SELECT i.source, s.owner, i.message_id
+  FROM dtx.inbox i JOIN dtx.inbox_source s USING (source)
+ WHERE source LIKE '%-consumer' ORDER BY 1, 3;
+DELETE FROM dtx.inbox WHERE source LIKE '%-consumer';
+DELETE FROM dtx.inbox_source WHERE source LIKE '%-consumer';
+REVOKE EXECUTE ON FUNCTION dtx.inbox_accept(text, text) FROM inbox_app, inbox_other, inbox_app_member;
+DROP ROLE inbox_app_member, inbox_app, inbox_other;
 
 -- only superusers (and roles granted EXECUTE) configure sinks and send
 CREATE ROLE outbox_app;
@@ -199,6 +264,81 @@ ROLLBACK;
 SELECT dtx._outbox_key_head(-1, 'k1') AS after_rollback;
 REVOKE EXECUTE ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) FROM outbox_app;
 DROP ROLE outbox_app;
+
+-- a sink's owner needs USAGE on its server and a user mapping, as for
+-- dtx.exec: at sink_create, and at every delivery (checked as the owner)
+CREATE FUNCTION wait_for(cond text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE ok boolean;
+BEGIN
+  FOR i IN 1..6000 LOOP
+    EXECUTE cond INTO ok;
+    IF ok THEN RETURN true; END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  RETURN false;
+END $$;
+SELECT dtx.exec('loop_a', 'CREATE TABLE events_owned (LIKE events INCLUDING ALL)');
+CREATE ROLE sink_owner;
+GRANT EXECUTE ON FUNCTION dtx.sink_create(text, text, jsonb) TO sink_owner;
+GRANT SELECT, INSERT ON dtx.outbox_sink TO sink_owner;
+-- a superuser's PUBLIC mapping that needs no password: the hole to avoid
+CREATE USER MAPPING FOR PUBLIC SERVER loop_a OPTIONS (password_required 'false');
+SET ROLE sink_owner;
+SELECT expect_error($$SELECT dtx.sink_create('owned', 'postgres', '{"server": "loop_a", "table": "events_owned"}')$$);
+-- nor can it make another role the owner of a sink
+SELECT regexp_replace(expect_error($$INSERT INTO dtx.outbox_sink (name, kind, options, owner) VALUES ('owned', 'notify', '{"channel": "c"}', 10::oid::regrole)$$),
+                      'role \S+', 'role <bootstrap superuser>') AS refused;
+RESET ROLE;
+GRANT USAGE ON FOREIGN SERVER loop_a TO sink_owner;
+SET ROLE sink_owner;
+SELECT dtx.sink_create('owned', 'postgres', '{"server": "loop_a", "table": "events_owned", "breaker_cooldown_ms": 50}') > 0 AS created;
+RESET ROLE;
+SELECT owner FROM dtx.outbox_sink WHERE name = 'owned';
+SELECT dtx.route_create('owned.*', 'owned');
+SELECT dtx.outbox_send('owned.1', '{"n": 1}') > 0 AS sent;
+SELECT wait_outbox_empty();
+-- USAGE revoked after creation: delivery stops, the sink records why
+REVOKE USAGE ON FOREIGN SERVER loop_a FROM sink_owner;
+SELECT dtx.outbox_send('owned.2', '{"n": 2}') > 0 AS sent;
+SELECT wait_for($$SELECT last_error LIKE '%permission denied for foreign server loop_a%' FROM dtx.outbox_status WHERE sink = 'owned'$$) AS refused;
+SELECT pg_sleep(0.3);
+SELECT ready + deferred AS waiting FROM dtx.outbox_status WHERE sink = 'owned';
+SELECT payload FROM dtx.query('loop_a', 'SELECT payload::text FROM events_owned ORDER BY id') AS t(payload jsonb);
+-- granted again: delivered
+GRANT USAGE ON FOREIGN SERVER loop_a TO sink_owner;
+SELECT wait_outbox_empty();
+SELECT payload FROM dtx.query('loop_a', 'SELECT payload::text FROM events_owned ORDER BY id') AS t(payload jsonb);
+-- no user mapping (of the role or PUBLIC): 42704, at creation and delivery
+DROP USER MAPPING FOR PUBLIC SERVER loop_a;
+SET ROLE sink_owner;
+SELECT expect_error($$SELECT dtx.sink_create('owned2', 'postgres', '{"server": "loop_a", "table": "events_owned"}')$$);
+RESET ROLE;
+SELECT dtx.outbox_send('owned.3', '{"n": 3}') > 0 AS sent;
+SELECT wait_for($$SELECT last_error LIKE '%user mapping not found%' FROM dtx.outbox_status WHERE sink = 'owned'$$) AS refused;
+SELECT dtx.sink_drop('owned', force => true);
+DELETE FROM dtx.outbox_dead WHERE sink = 'owned';
+REVOKE ALL ON dtx.outbox_sink FROM sink_owner;
+REVOKE ALL ON FUNCTION dtx.sink_create(text, text, jsonb) FROM sink_owner;
+REVOKE USAGE ON FOREIGN SERVER loop_a FROM sink_owner;
+DROP ROLE sink_owner;
+SELECT dtx.exec('loop_a', 'DROP TABLE events_owned');
+DROP FUNCTION wait_for(text);
+
+-- a non-superuser's user mapping (a sink owner's, say) cannot name client
+-- certificate files, which the server would read: as postgres_fdw
+CREATE ROLE mapping_user;
+GRANT USAGE ON FOREIGN SERVER loop_b TO mapping_user;
+SET ROLE mapping_user;
+SELECT expect_error($$CREATE USER MAPPING FOR mapping_user SERVER loop_b OPTIONS (user 'u', password 'p', sslcert 'server.crt')$$);
+SELECT expect_error($$CREATE USER MAPPING FOR mapping_user SERVER loop_b OPTIONS (user 'u', password 'p', sslkey 'server.key')$$);
+CREATE USER MAPPING FOR mapping_user SERVER loop_b OPTIONS (user 'u', password 'p');
+SELECT expect_error($$ALTER USER MAPPING FOR mapping_user SERVER loop_b OPTIONS (ADD sslkey 'server.key')$$);
+RESET ROLE;
+ALTER USER MAPPING FOR mapping_user SERVER loop_b OPTIONS (ADD sslcert 'client.crt', ADD sslkey 'client.key');
+SELECT o FROM pg_user_mappings, unnest(umoptions) o WHERE usename = 'mapping_user' AND o LIKE 'ssl%';
+DROP USER MAPPING FOR mapping_user SERVER loop_b;
+REVOKE USAGE ON FOREIGN SERVER loop_b FROM mapping_user;
+DROP ROLE mapping_user;
 
 -- delivered messages can be listed for a while (dtx.outbox_keep_delivered)
 ALTER SYSTEM SET dtx.outbox_keep_delivered = '1h';

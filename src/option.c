@@ -152,8 +152,8 @@ dtx_is_libpq_option(const char *name)
  * fdw_validator checks the options of the pg_dtx wrapper, its servers and
  * user mappings.  Unknown options and options in the wrong place (a password
  * on a server, say) are refused with ERRCODE_FDW_INVALID_OPTION_NAME and a
- * hint listing what is valid there; password_required can be turned off by
- * a superuser only.
+ * hint listing what is valid there; password_required can be turned off,
+ * and sslcert and sslkey set, by a superuser only.
  */
 Datum
 fdw_validator(PG_FUNCTION_ARGS)
@@ -219,6 +219,15 @@ fdw_validator(PG_FUNCTION_ARGS)
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						 errmsg("password_required=false is superuser-only"),
 						 errhint("User mappings with the password_required option set to false may only be created or modified by a superuser.")));
+		}
+		else if ((strcmp(def->defname, "sslcert") == 0 ||
+				  strcmp(def->defname, "sslkey") == 0) && !superuser())
+		{
+			/* files the server reads: as postgres_fdw, a superuser's choice */
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("sslcert and sslkey are superuser-only"),
+					 errhint("User mappings with the sslcert or sslkey options set may only be created or modified by a superuser.")));
 		}
 		else if (strcmp(def->defname, "port") == 0)
 		{

@@ -54,6 +54,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/vacuum.h"
@@ -67,6 +68,7 @@
 #include "pgstat.h"
 #include "storage/fd.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -76,10 +78,12 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "connection.h"
 #include "http.h"
+#include "option.h"
 #include "outbox.h"
 #include "pg_dtx.h"
 #include "worker.h"
@@ -119,6 +123,8 @@ PG_FUNCTION_INFO_V1(dtx_outbox_wake);
 PG_FUNCTION_INFO_V1(dtx_outbox_key_head);
 PG_FUNCTION_INFO_V1(dtx_outbox_on_the_wire);
 PG_FUNCTION_INFO_V1(dtx_outbox_among);
+PG_FUNCTION_INFO_V1(dtx_inbox_accept);
+PG_FUNCTION_INFO_V1(dtx_outbox_check_server);
 
 /* ----------------------------------------------------------------
  * Settings
@@ -227,9 +233,10 @@ dtx_outbox_define_gucs(void)
  */
 
 /*
- * The insert of outbox_send.  Every name is qualified: the function is
- * SECURITY DEFINER.  A topic no route matches is kept under sink 0 until
- * dtx.route_create gives it one.
+ * The insert of outbox_send.  The function is SECURITY DEFINER: it runs
+ * with search_path pg_catalog, pg_temp, and every name is qualified anyway.
+ * A topic no route matches is kept under sink 0 until dtx.route_create
+ * gives it one.
  */
 static const char *send_sql =
 "WITH m AS (SELECT pg_catalog.nextval('dtx.outbox_message_id_seq'::pg_catalog.regclass) AS id),"
@@ -329,6 +336,138 @@ dtx_outbox_xact_callback(XactEvent event)
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
 		outbox_wake_pending = false;
+}
+
+/* ----------------------------------------------------------------
+ * Consumer side: dtx.inbox_accept
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * A source belongs to a role: the one that first accepted a message from
+ * it, recorded in dtx.inbox_source.  Only roles with the privileges of the
+ * owner (its members that inherit, superusers) may accept from it, so that
+ * no other role can make a consumer skip a message by accepting its id
+ * first.
+ */
+static const char *inbox_owner_sql =
+"SELECT owner::pg_catalog.oid FROM dtx.inbox_source WHERE source OPERATOR(pg_catalog.=) $1";
+
+/* First use: the caller owns it (a concurrent first use waits, then sees the winner's) */
+static const char *inbox_claim_sql =
+"INSERT INTO dtx.inbox_source AS s (source, owner) VALUES ($1, $2)"
+" ON CONFLICT (source) DO UPDATE SET owner = s.owner RETURNING owner::pg_catalog.oid";
+
+static const char *inbox_insert_sql =
+"INSERT INTO dtx.inbox (source, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+static SPIPlanPtr inbox_owner_plan = NULL;
+static SPIPlanPtr inbox_claim_plan = NULL;
+static SPIPlanPtr inbox_insert_plan = NULL;
+
+/* SPI_execute_plan of a plan kept for the life of the backend */
+static void
+inbox_run(SPIPlanPtr *plan, const char *sql, Oid type2, Datum *values, int expect)
+{
+	int			rc;
+
+	if (*plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, type2};
+		SPIPlanPtr	p = SPI_prepare(sql, 2 - (type2 == InvalidOid), types);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	rc = SPI_execute_plan(*plan, values, NULL, false, 0);
+	if (rc != expect)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+}
+
+/* The owner of the function called (its rights are the ones used) */
+static Oid
+inbox_definer(FunctionCallInfo fcinfo)
+{
+	Oid		   *owner = (Oid *) fcinfo->flinfo->fn_extra;
+
+	if (owner == NULL)
+	{
+		HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
+		owner = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(Oid));
+		*owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+		ReleaseSysCache(tup);
+		fcinfo->flinfo->fn_extra = owner;
+	}
+	return *owner;
+}
+
+/*
+ * dtx.inbox_accept(message_id text, source text DEFAULT '') -> boolean
+ *
+ * True the first time (source, message_id) is seen, in the caller's
+ * transaction.  Declared SECURITY INVOKER, with search_path pg_catalog,
+ * pg_temp: the caller is who it checks against the source's owner, and the
+ * tables (not for PUBLIC) are then read and written with the rights of the
+ * function's owner, as SECURITY DEFINER would (the user is switched back
+ * on return; an ERROR's abort restores it).  22004 for a NULL argument,
+ * 42501 when the source belongs to a role whose privileges the caller
+ * does not have.  Three plans kept per backend; no other state.
+ */
+Datum
+dtx_inbox_accept(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	Oid			definer;
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec_context;
+	Datum		args[2];
+	bool		isnull;
+	bool		accepted;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("message id and source must not be null")));
+	definer = inbox_definer(fcinfo);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(definer, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	args[0] = PG_GETARG_DATUM(1);
+	inbox_run(&inbox_owner_plan, inbox_owner_sql, InvalidOid, args, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+	{
+		args[1] = ObjectIdGetDatum(caller);
+		inbox_run(&inbox_claim_plan, inbox_claim_sql, REGROLEOID, args,
+				  SPI_OK_INSERT_RETURNING);
+	}
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										   1, &isnull));
+	if (owner != caller && !has_privs_of_role(caller, owner))
+	{
+		char	   *name = GetUserNameFromId(owner, true);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for inbox source \"%s\"",
+						TextDatumGetCString(PG_GETARG_DATUM(1))),
+				 name ? errdetail("The source belongs to role \"%s\".", name)
+				 : errdetail("The source belongs to a role that was dropped (OID %u).", owner),
+				 errhint("A source belongs to the role that first accepted a message from it; roles with its privileges may use it too. A superuser can hand it over with UPDATE dtx.inbox_source.")));
+	}
+	args[0] = PG_GETARG_DATUM(1);
+	args[1] = PG_GETARG_DATUM(0);
+	inbox_run(&inbox_insert_plan, inbox_insert_sql, TEXTOID, args, SPI_OK_INSERT);
+	accepted = (SPI_processed == 1);
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	PG_RETURN_BOOL(accepted);
 }
 
 /* ----------------------------------------------------------------
@@ -461,6 +600,19 @@ static uint64 round_no = 0;
  */
 
 /*
+ * The dispatcher runs as the bootstrap superuser, under the search_path of
+ * the database, which its owner sets: every function, aggregate, operator,
+ * type and table in these statements is schema-qualified, so nothing a
+ * non-superuser created can be picked instead (a function "now" or an
+ * operator "=" on int4 in a schema ahead of pg_catalog).  Operators are
+ * written OPERATOR(pg_catalog.op), which parses as one precedence level for
+ * all of them: the parentheses matter.  GREATEST, LEAST, COALESCE, CASE,
+ * ORDER BY, DISTINCT and ON CONFLICT take no names from the search_path;
+ * BETWEEN, IN, NULLIF and IS DISTINCT FROM do, and are not used.
+ */
+#define PG_EQ " OPERATOR(pg_catalog.=) "
+
+/*
  * A message with a key is claimed only when it is the oldest of its key.
  * The head is read by dtx._outbox_key_head(), one descent of
  * outbox_key_idx done in C, so no plan can turn it into a walk of the
@@ -469,112 +621,141 @@ static uint64 round_no = 0;
  */
 #define CLAIM_WHERE \
 	" FROM dtx.outbox o" \
-	" WHERE o.sink_id = $1 AND o.next_attempt_at <= now() AND (o.crashes > 0) = $3" \
+	" WHERE o.sink_id" PG_EQ "$1" \
+	"   AND o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
+	"   AND (o.crashes OPERATOR(pg_catalog.>) 0)" PG_EQ "$3" \
 	"   AND NOT dtx._outbox_on_the_wire($1, o.message_id)" \
-	"   AND (o.key IS NULL OR o.message_id = dtx._outbox_key_head($1, o.key))" \
+	"   AND (o.key IS NULL OR o.message_id" PG_EQ "dtx._outbox_key_head($1, o.key))" \
 	" ORDER BY o.message_id LIMIT $2 FOR UPDATE OF o SKIP LOCKED"
 
 static const char *claim_rows_sql =
-"SELECT o.message_id, o.attempts, o.topic, o.key, o.payload::text, o.headers::text,"
-"       o.created_at::text" CLAIM_WHERE;
+"SELECT o.message_id, o.attempts, o.topic, o.key, o.payload::pg_catalog.text,"
+"       o.headers::pg_catalog.text, o.created_at::pg_catalog.text" CLAIM_WHERE;
 
 static const char *claim_envelope_sql =
 "SELECT o.message_id, o.attempts,"
-"       json_build_object('id', o.message_id, 'topic', o.topic, 'key', o.key,"
+"       pg_catalog.json_build_object('id', o.message_id, 'topic', o.topic, 'key', o.key,"
 "                         'payload', o.payload, 'headers', o.headers,"
-"                         'created_at', o.created_at, 'attempt', o.attempts + 1)::text"
+"                         'created_at', o.created_at,"
+"                         'attempt', o.attempts OPERATOR(pg_catalog.+) 1)::pg_catalog.text"
 CLAIM_WHERE;
 
 static const char *attempt_insert_sql =
 "INSERT INTO dtx.outbox_attempt (sink_id, message_ids) VALUES ($1, $2) RETURNING attempt_id";
 
 static const char *forget_attempts_sql =
-"DELETE FROM dtx.outbox_attempt WHERE attempt_id = ANY ($1)";
+"DELETE FROM dtx.outbox_attempt WHERE attempt_id" PG_EQ "ANY ($1)";
 
 static const char *attempt_delete_sql =
-"DELETE FROM dtx.outbox_attempt WHERE attempt_id = $1";
+"DELETE FROM dtx.outbox_attempt WHERE attempt_id" PG_EQ "$1";
 
+/* $4 and $5, the least and greatest id, bound the scan */
 static const char *success_sql =
-"WITH d AS (DELETE FROM dtx.outbox WHERE sink_id = $1 AND message_id BETWEEN $4 AND $5"
-"                                     AND dtx._outbox_among(message_id, $2)"
+"WITH d AS (DELETE FROM dtx.outbox WHERE sink_id" PG_EQ "$1"
+"             AND message_id OPERATOR(pg_catalog.>=) $4 AND message_id OPERATOR(pg_catalog.<=) $5"
+"             AND dtx._outbox_among(message_id, $2)"
 "           RETURNING message_id, topic, key, created_at, attempts)"
 " INSERT INTO dtx.outbox_delivered (message_id, sink_id, topic, key, created_at, attempts)"
-" SELECT message_id, $1, topic, key, created_at, attempts + 1 FROM d WHERE $3";
+" SELECT message_id, $1, topic, key, created_at, attempts OPERATOR(pg_catalog.+) 1 FROM d WHERE $3";
 
 /*
  * $3 max attempts (0: all of them die now), $4 error, $5 backoff base ms,
  * $6 backoff cap ms, $7 least delay ms (Retry-After), $8 sink name, $9
- * reason for the dead letters.  Returns the earliest next attempt.
+ * reason for the dead letters, $10 and $11 the least and greatest id.
+ * Returns the earliest next attempt.  The delay is
+ * greatest($7, least($6, $5 * 2 ^ least(attempts, 40)) * (0.5 + random() / 2)).
  */
 static const char *failure_sql =
 "WITH dead AS ("
-"   DELETE FROM dtx.outbox o WHERE o.sink_id = $1 AND o.message_id BETWEEN $10 AND $11"
-"      AND dtx._outbox_among(o.message_id, $2) AND o.attempts + 1 >= $3 RETURNING o.*),"
+"   DELETE FROM dtx.outbox o WHERE o.sink_id" PG_EQ "$1"
+"      AND o.message_id OPERATOR(pg_catalog.>=) $10 AND o.message_id OPERATOR(pg_catalog.<=) $11"
+"      AND dtx._outbox_among(o.message_id, $2)"
+"      AND (o.attempts OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.>=) $3 RETURNING o.*),"
 " ins AS ("
 "   INSERT INTO dtx.outbox_dead AS x (message_id, sink, topic, key, payload, headers,"
 "                                created_at, attempts, reason, last_error)"
-"   SELECT message_id, $8, topic, key, payload, headers, created_at, attempts + 1, $9, $4"
+"   SELECT message_id, $8, topic, key, payload, headers, created_at,"
+"          attempts OPERATOR(pg_catalog.+) 1, $9, $4"
 "   FROM dead"
 "   ON CONFLICT (sink, message_id) DO UPDATE SET topic = excluded.topic, key = excluded.key,"
 "      payload = excluded.payload, headers = excluded.headers, attempts = excluded.attempts,"
-"      reason = excluded.reason, last_error = excluded.last_error, died_at = now()"
+"      reason = excluded.reason, last_error = excluded.last_error, died_at = pg_catalog.now()"
 "   RETURNING 1),"
 " upd AS ("
-"   UPDATE dtx.outbox o SET attempts = o.attempts + 1, last_error = $4,"
-"      next_attempt_at = clock_timestamp() + make_interval(secs => greatest($7::float8,"
-"          least($6::float8, $5::float8 * 2 ^ least(o.attempts, 40)) * (0.5 + random() / 2)) / 1000.0)"
-"   WHERE o.sink_id = $1 AND o.message_id BETWEEN $10 AND $11"
-"     AND dtx._outbox_among(o.message_id, $2) AND o.attempts + 1 < $3"
+"   UPDATE dtx.outbox o SET attempts = o.attempts OPERATOR(pg_catalog.+) 1, last_error = $4,"
+"      next_attempt_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
+"        pg_catalog.make_interval(secs => GREATEST($7,"
+"          LEAST($6, $5 OPERATOR(pg_catalog.*)"
+"                    (2::pg_catalog.float8 OPERATOR(pg_catalog.^) LEAST(o.attempts, 40)))"
+"          OPERATOR(pg_catalog.*) (0.5::pg_catalog.float8 OPERATOR(pg_catalog.+)"
+"                                  (pg_catalog.random() OPERATOR(pg_catalog./) 2::pg_catalog.float8)))"
+"          OPERATOR(pg_catalog./) 1000::pg_catalog.float8)"
+"   WHERE o.sink_id" PG_EQ "$1"
+"     AND o.message_id OPERATOR(pg_catalog.>=) $10 AND o.message_id OPERATOR(pg_catalog.<=) $11"
+"     AND dtx._outbox_among(o.message_id, $2)"
+"     AND (o.attempts OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.<) $3"
 "   RETURNING o.next_attempt_at)"
-" SELECT (SELECT min(next_attempt_at) FROM upd), (SELECT count(*) FROM ins)";
+" SELECT (SELECT pg_catalog.min(next_attempt_at) FROM upd), (SELECT pg_catalog.count(*) FROM ins)";
 
 /* Attempts that died with the process: suspects, then quarantine ($1 limit) */
 static const char *recover_sql =
 "WITH a AS (DELETE FROM dtx.outbox_attempt RETURNING sink_id, message_ids),"
-"     n AS (SELECT sum(cardinality(message_ids)) AS msgs FROM a)"
-" UPDATE dtx.outbox o SET crashes = CASE WHEN n.msgs = 1"
-"                                        THEN o.crashes + 1 ELSE greatest(o.crashes, 1) END"
-" FROM a, n WHERE o.sink_id = a.sink_id AND o.message_id = ANY (a.message_ids)";
+"     n AS (SELECT pg_catalog.sum(pg_catalog.cardinality(message_ids)) AS msgs FROM a)"
+" UPDATE dtx.outbox o SET crashes = CASE WHEN n.msgs" PG_EQ "1::pg_catalog.int8"
+"                                        THEN o.crashes OPERATOR(pg_catalog.+) 1"
+"                                        ELSE GREATEST(o.crashes, 1) END"
+" FROM a, n WHERE o.sink_id" PG_EQ "a.sink_id AND o.message_id" PG_EQ "ANY (a.message_ids)";
 
 static const char *quarantine_sql =
-"WITH q AS (DELETE FROM dtx.outbox o WHERE o.crashes > $1 RETURNING o.*)"
+"WITH q AS (DELETE FROM dtx.outbox o WHERE o.crashes OPERATOR(pg_catalog.>) $1 RETURNING o.*)"
 " INSERT INTO dtx.outbox_dead AS x (message_id, sink, topic, key, payload, headers,"
 "                              created_at, attempts, reason, last_error)"
-" SELECT q.message_id, coalesce(s.name, '#' || q.sink_id), q.topic, q.key, q.payload, q.headers,"
-"        q.created_at, q.attempts, 'quarantined',"
-"        'the dispatcher died ' || (q.crashes - 1) || ' times while sending this message alone'"
-" FROM q LEFT JOIN dtx.outbox_sink s ON s.sink_id = q.sink_id"
+" SELECT q.message_id,"
+"        COALESCE(s.name, '#' OPERATOR(pg_catalog.||) q.sink_id::pg_catalog.text),"
+"        q.topic, q.key, q.payload, q.headers, q.created_at, q.attempts, 'quarantined',"
+"        'the dispatcher died ' OPERATOR(pg_catalog.||)"
+"          (q.crashes OPERATOR(pg_catalog.-) 1)::pg_catalog.text OPERATOR(pg_catalog.||)"
+"          ' times while sending this message alone'"
+" FROM q LEFT JOIN dtx.outbox_sink s ON s.sink_id" PG_EQ "q.sink_id"
 " ON CONFLICT (sink, message_id) DO UPDATE SET payload = excluded.payload,"
-"    reason = excluded.reason, last_error = excluded.last_error, died_at = now()"
+"    reason = excluded.reason, last_error = excluded.last_error, died_at = pg_catalog.now()"
 " RETURNING x.message_id, x.sink";
 
+#define OPT(name) "(options OPERATOR(pg_catalog.->>) '" name "')"
+#define OPT_INT(name) OPT(name) "::pg_catalog.int4"
+
 static const char *sink_load_sql =
-"SELECT sink_id, name, kind, options::text, owner::oid, breaker, breaker_until, failures,"
-"       options->>'url', options->>'server',"
-"       (SELECT string_agg(quote_ident(p), '.') FROM unnest(parse_ident(options->>'table')) p),"
-"       options->>'channel',"
-"       (options->>'timeout_ms')::int, (options->>'concurrency')::int,"
-"       (options->>'batch_size')::int, (options->>'max_attempts')::int,"
-"       (options->>'backoff_base_ms')::int, (options->>'backoff_max_ms')::int,"
-"       (options->>'breaker_threshold')::int, (options->>'breaker_cooldown_ms')::int,"
-"       (SELECT array_agg(h.key || ': ' || h.value) FROM jsonb_each_text(options->'headers') h)"
+"SELECT sink_id, name, kind, options::pg_catalog.text, owner::pg_catalog.oid, breaker,"
+"       breaker_until, failures, " OPT("url") ", " OPT("server") ","
+"       (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(p), '.')"
+"          FROM pg_catalog.unnest(pg_catalog.parse_ident(" OPT("table") ")) p),"
+"       " OPT("channel") ","
+"       " OPT_INT("timeout_ms") ", " OPT_INT("concurrency") ","
+"       " OPT_INT("batch_size") ", " OPT_INT("max_attempts") ","
+"       " OPT_INT("backoff_base_ms") ", " OPT_INT("backoff_max_ms") ","
+"       " OPT_INT("breaker_threshold") ", " OPT_INT("breaker_cooldown_ms") ","
+"       (SELECT pg_catalog.array_agg(h.key OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) h.value)"
+"          FROM pg_catalog.jsonb_each_text(options OPERATOR(pg_catalog.->) 'headers') h)"
 " FROM dtx.outbox_sink s ORDER BY sink_id";
 
 static const char *sink_save_sql =
-"UPDATE dtx.outbox_sink SET delivered = delivered + $2, failures = $3, breaker = $4,"
-"       breaker_until = $5, last_error = coalesce($6, last_error),"
-"       last_error_at = CASE WHEN $6 IS NULL THEN last_error_at ELSE now() END"
-" WHERE sink_id = $1";
+"UPDATE dtx.outbox_sink SET delivered = delivered OPERATOR(pg_catalog.+) $2, failures = $3,"
+"       breaker = $4, breaker_until = $5, last_error = COALESCE($6, last_error),"
+"       last_error_at = CASE WHEN $6 IS NULL THEN last_error_at ELSE pg_catalog.now() END"
+" WHERE sink_id" PG_EQ "$1";
 
 static const char *min_deferred_sql =
-"SELECT min(next_attempt_at) FROM dtx.outbox WHERE next_attempt_at > now()";
+"SELECT pg_catalog.min(next_attempt_at) FROM dtx.outbox"
+" WHERE next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now()";
+
+#define OLDER_THAN(col, param) \
+	col " OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-)" \
+	" pg_catalog.make_interval(secs => " param "))"
 
 static const char *housekeeping_sql =
-"WITH i AS (DELETE FROM dtx.inbox WHERE accepted_at < now() - make_interval(secs => $1)"
-"           RETURNING 1),"
-"     d AS (DELETE FROM dtx.outbox_delivered WHERE delivered_at < now() - make_interval(secs => $2)"
-"           RETURNING 1)"
-" SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM d)";
+"WITH i AS (DELETE FROM dtx.inbox WHERE " OLDER_THAN("accepted_at", "$1") " RETURNING 1),"
+"     d AS (DELETE FROM dtx.outbox_delivered WHERE " OLDER_THAN("delivered_at", "$2") " RETURNING 1)"
+" SELECT (SELECT pg_catalog.count(*) FROM i), (SELECT pg_catalog.count(*) FROM d)";
 
 /* Prepared plans, kept for the life of the worker */
 typedef struct PlanSlot
@@ -1131,6 +1312,65 @@ batch_free(Batch *b)
 	MemoryContextDelete(b->cxt);
 }
 
+/*
+ * sink_server finds a postgres sink's server and user mapping as dtx.exec
+ * does for the current user: a participant (42704 unknown, 42809 another
+ * wrapper), USAGE on it (42501), a user mapping of the user or PUBLIC
+ * (42704).  dtx.sink_create checks this for its caller, the worker for the
+ * sink's owner before every claim and connection.
+ */
+static ForeignServer *
+sink_server(const char *servername, UserMapping **user)
+{
+	ForeignServer *server = dtx_get_participant(servername);
+
+	*user = GetUserMapping(GetUserId(), server->serverid);
+	return server;
+}
+
+/*
+ * sink_server_as_owner: sink_server as the sink's owner.  On ERROR the
+ * abort of the (sub)transaction sets the user back.
+ */
+static ForeignServer *
+sink_server_as_owner(Sink *s, UserMapping **user)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	ForeignServer *server;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(s->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	server = sink_server(s->server, user);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return server;
+}
+
+/* For dtx_try: the sink's owner may still use its server */
+static void
+check_sink(void *arg)
+{
+	UserMapping *user;
+
+	(void) sink_server_as_owner((Sink *) arg, &user);
+}
+
+/*
+ * dtx._outbox_check_server(server text) -> void
+ *
+ * dtx.sink_create's check of a postgres sink's server, for the current
+ * user (the sink's owner to be): ERRORs as sink_server.
+ */
+Datum
+dtx_outbox_check_server(PG_FUNCTION_ARGS)
+{
+	UserMapping *user;
+
+	dtx_check_not_null(fcinfo, 0, "server");
+	(void) sink_server(text_to_cstring(PG_GETARG_TEXT_PP(0)), &user);
+	PG_RETURN_VOID();
+}
+
 /* For dtx_try: open (or check) the connection of a postgres sink */
 typedef struct ConnectArgs
 {
@@ -1142,8 +1382,8 @@ static void
 connect_sink(void *arg)
 {
 	ConnectArgs *a = (ConnectArgs *) arg;
-	ForeignServer *server = GetForeignServerByName(a->sink->server, false);
-	UserMapping *user = GetUserMapping(a->sink->owner, server->serverid);
+	UserMapping *user;
+	ForeignServer *server = sink_server_as_owner(a->sink, &user);
 
 	a->conn = dtx_conn_get(server, user);
 	/* its batches stay on the wire across the dispatcher's transactions */
@@ -1227,12 +1467,21 @@ pg_params(Msg *msgs, int from, int to, char **values)
 	}
 }
 
+/*
+ * The remote INSERT of a postgres sink.  It runs under the target's
+ * search_path, as the sink owner's mapped role: its functions and types are
+ * qualified, so that a schema of the target's owner cannot put its own
+ * first (the multi-argument unnest() is sugar for ROWS FROM, unqualified
+ * only).  The table is the sink's, as given.
+ */
 static char *
 pg_insert_sql(Sink *s)
 {
 	return psprintf("INSERT INTO %s (id, topic, key, payload, headers, created_at)"
-					" SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[],"
-					" $4::jsonb[], $5::jsonb[], $6::timestamptz[])"
+					" SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
+					" pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]),"
+					" pg_catalog.unnest($4::pg_catalog.jsonb[]), pg_catalog.unnest($5::pg_catalog.jsonb[]),"
+					" pg_catalog.unnest($6::pg_catalog.timestamptz[]))"
 					" ON CONFLICT (id) DO NOTHING", s->table);
 }
 
@@ -1808,18 +2057,29 @@ connect_sinks(TimestampTz now)
 
 /*
  * claim_for claims for a sink (claim_batch); a postgres sink needs its
- * connection (else it waits for the next round's connect_sinks).
+ * connection (else it waits for the next round's connect_sinks), and its
+ * owner must still have USAGE on its server and a user mapping, checked
+ * every round as dtx.exec checks every call (a failure is the sink's:
+ * recorded in last_error, counted for the breaker; nothing is claimed).
  */
 static Batch *
 claim_for(Sink *s, int limit, bool suspects, bool *more)
 {
 	Batch	   *b;
+	ErrorData  *e;
 
 	if (s->kind != SINK_POSTGRES)
 		return claim_batch(s, limit, suspects);
 	if (!sink_connected(s))
 	{
 		*more = true;			/* connect_sinks, then claim */
+		return NULL;
+	}
+	/* its owner's rights on the server may have gone since it connected */
+	if ((e = dtx_try(check_sink, s)) != NULL)
+	{
+		sink_round_result(s, false, true, e->message);
+		FreeErrorData(e);
 		return NULL;
 	}
 	b = claim_batch(s, limit, suspects);
@@ -2227,6 +2487,14 @@ dtx_outbox_work(void)
 										   ALLOCSET_DEFAULT_SIZES);
 		round_cxt = AllocSetContextCreate(outbox_cxt, "pg_dtx outbox round",
 										  ALLOCSET_DEFAULT_SIZES);
+
+		/*
+		 * created_at goes to postgres sinks as text, which the target reads
+		 * in ISO (DTX_SESSION_SETUP_SQL): ISO here too, whatever DateStyle
+		 * the database's owner set ('SQL, DMY' turned 4 December into 12
+		 * April at the target).
+		 */
+		SetConfigOption("datestyle", "ISO", PGC_SUSET, PGC_S_OVERRIDE);
 	}
 
 	PG_TRY();
