@@ -60,6 +60,7 @@ su(qq{
 	SELECT dtx.route_create('orders.*', 'n');
 	SELECT dtx.route_create('doomed', 'bad');
 	GRANT EXECUTE ON FUNCTION dtx.outbox_send(text, jsonb, text, jsonb) TO app;
+	GRANT EXECUTE ON FUNCTION dtx.inbox_accept(text, text) TO app;
 });
 
 # ---------------------------------------------------------------------
