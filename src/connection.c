@@ -236,7 +236,7 @@ dtx_conn_get(ForeignServer *server, UserMapping *user)
 			c->timeout_ms = timeout_s * 1000;
 			c->timeout_setting = "dtx.connect_timeout";
 			res = dtx_conn_exec(c, DTX_SESSION_SETUP_SQL "; "
-								"SELECT current_setting('max_prepared_transactions')");
+								"SELECT pg_catalog.current_setting('max_prepared_transactions')");
 			if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
 				PQnfields(res) != 1)
 				dtx_report_remote_error(ERROR, c, res, DTX_SESSION_SETUP_SQL);

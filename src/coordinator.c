@@ -697,7 +697,7 @@ coord_probe_call(void *arg)
 	user = GetUserMapping(GetUserId(), p->server->serverid);
 	dtx_conn_open_temp(&p->tmp, p->server, user);
 	res = dtx_conn_exec(&p->tmp,
-						"SELECT current_setting('max_prepared_transactions')::int, current_setting('server_version')");
+						"SELECT pg_catalog.current_setting('max_prepared_transactions')::pg_catalog.int4, pg_catalog.current_setting('server_version')");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		dtx_report_remote_error(ERROR, &p->tmp, res, NULL);
 	p->values[1] = BoolGetDatum(true);

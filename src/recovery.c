@@ -275,9 +275,10 @@ rec_list(DtxConn *c, bool ours_only)
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql,
-						   "SELECT gid, floor(extract(epoch FROM prepared) * 1000000)::int8, owner"
+						   "SELECT gid, pg_catalog.floor(extract(epoch FROM prepared)"
+						   " OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8, owner"
 						   " FROM pg_catalog.pg_prepared_xacts"
-						   " WHERE database = pg_catalog.current_database()");
+						   " WHERE database OPERATOR(pg_catalog.=) pg_catalog.current_database()");
 	if (ours_only)
 		appendStringInfo(&sql, " AND pg_catalog.starts_with(gid, '%s')",
 						 dtx_gid_prefix(MyDatabaseId));

@@ -295,7 +295,7 @@ twophase_commit_one_phase(DtxConn **conns, int n)
 static void
 twophase_learn_writers(DtxConn **parts, int n)
 {
-	static const char *sql = "SELECT pg_current_xact_id_if_assigned() IS NOT NULL";
+	static const char *sql = "SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL";
 	DtxConn   **ask = palloc(sizeof(DtxConn *) * n);
 	int			nask = 0;
 	int			i;

@@ -14,7 +14,7 @@ use Test::More;
 use Time::HiRes qw(usleep);
 use Exporter 'import';
 
-our @EXPORT = qw(dtx_node add_participant psql_error kill9_postmaster);
+our @EXPORT = qw(dtx_node add_participant psql_error bg_error kill9_postmaster);
 
 # dtx_node(name, conf => extra postgresql.conf lines, tcp => 1,
 #          allows_streaming => 1)
@@ -75,6 +75,17 @@ sub psql_error
 		($opts{extra_params} ? (extra_params => $opts{extra_params}) : ()));
 	my ($state, $msg) = $stderr =~ /ERROR:\s+([0-9A-Z]{5}):\s+(.*)/;
 	return ($state // '', $msg // '', $stderr);
+}
+
+# bg_error(bg, sql): run sql in a background psql, return its stderr and
+# clear it (BackgroundPsql keeps stderr across queries)
+sub bg_error
+{
+	my ($bg, $sql) = @_;
+	$bg->query($sql);
+	my $err = $bg->{stderr};
+	$bg->{stderr} = '';
+	return $err;
 }
 
 # The state letter of /proc/PID/stat ('R', 'S', 'T', 'Z', ...), or undef

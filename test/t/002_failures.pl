@@ -17,17 +17,6 @@ my $pa = dtx_node('part_a');
 $pa->safe_psql('postgres', 'CREATE TABLE t (id int PRIMARY KEY)');
 add_participant($coord, 'pa', $pa, 'postgres');
 
-# bg_error(bg, sql): run sql in a background psql, return its stderr and
-# clear it (BackgroundPsql keeps stderr across queries)
-sub bg_error
-{
-	my ($bg, $sql) = @_;
-	$bg->query($sql);
-	my $err = $bg->{stderr};
-	$bg->{stderr} = '';
-	return $err;
-}
-
 # active remote statements of pg_dtx on the participant that match $like
 sub remote_active
 {

@@ -84,17 +84,6 @@ foreach my $name ('f_silent2', 'f_silent3')
 add_participant($coord, 'pa', $pa, 'postgres');
 $coord->safe_psql('postgres', 'CREATE TABLE local_t (id int PRIMARY KEY)');
 
-# bg_error(bg, sql): run sql in a background psql, return its stderr and
-# clear it (BackgroundPsql keeps stderr across queries)
-sub bg_error
-{
-	my ($bg, $sql) = @_;
-	$bg->query($sql);
-	my $err = $bg->{stderr};
-	$bg->{stderr} = '';
-	return $err;
-}
-
 # the SQLSTATE of the last error in a verbose stderr
 sub sqlstate_of
 {

@@ -256,9 +256,9 @@ cmp_ok($dead, '>=', 1, 'the failing sink\'s message went to the dead letters');
 # ---------------------------------------------------------------------
 my $log = slurp_file($coord->logfile, $log_offset);
 my @pwned = $log =~ /(PWNED[^\n]*)/g;
-my $token = as_app(q{SELECT token FROM dtx.lease_acquire('app-lease', '1 h')});
+my $token = as_app(q{SELECT token FROM dtx.lease_acquire('app-lease', '1 min')});
 like($token, qr/^\d+$/, 'app took a lease');
-as_app(qq{SELECT dtx.lease_renew('app-lease', $token, '1 h')});
+as_app(qq{SELECT dtx.lease_renew('app-lease', $token, '1 min')});
 as_app(qq{SELECT dtx.lease_release('app-lease', $token)});
 $log = slurp_file($coord->logfile, $log_offset);
 @pwned = $log =~ /(PWNED[^\n]*)/g;
